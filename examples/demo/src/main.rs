@@ -1,0 +1,141 @@
+//! hotswap's main demo, unattended: builds version 1 of the counter module,
+//! serves calls from several threads, builds version 2 (new greeting, a state
+//! field version 1 did not have) while serving, swaps it in, and shows that
+//! every update made before, during and after the swap is in the state.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use counter_module::counter;
+use hotswap_runtime::build_module;
+
+const SERVING_THREADS: usize = 4;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
+    let scratch = scratch_crate(&root)?;
+    let target_dir = root.join("target/hotswap-modules");
+
+    println!("building version 1 of the counter module ...");
+    let library = build_module(&scratch, Some(&target_dir), false)?;
+    let hot = Arc::new(counter::Hot::open(&library)?);
+    let before = snapshot(&hot);
+    println!("serving version {}: {:?}", before.version, before.greeting);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let servers: Vec<_> = (0..SERVING_THREADS)
+        .map(|_| {
+            let (hot, stop, calls) = (hot.clone(), stop.clone(), calls.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    hot.get().increment(1);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    println!(
+        "{SERVING_THREADS} threads are incrementing; editing the source to version 2 and rebuilding ..."
+    );
+    std::fs::copy(
+        root.join("examples/counter-module/next/lib.rs"),
+        scratch.join("src/lib.rs"),
+    )?;
+    build_module(&scratch, Some(&target_dir), false)?;
+    let calls_before_swap = calls.load(Ordering::Relaxed);
+
+    let started = Instant::now();
+    hot.reload()?;
+    let swap_took = started.elapsed();
+
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for server in servers {
+        server.join().expect("serving thread");
+    }
+    let after = snapshot(&hot);
+    let total = calls.load(Ordering::Relaxed);
+
+    println!();
+    println!(
+        "swapped version {} -> {} in {swap_took:?} (generation {})",
+        before.version,
+        after.version,
+        hot.generation()
+    );
+    println!("  greeting: {:?} -> {:?}", before.greeting, after.greeting);
+    println!("  state:    {:?}", after.description);
+    println!(
+        "  {total} increments were made ({calls_before_swap} before the swap began); the count is {}: {}",
+        after.count,
+        if after.count == total {
+            "nothing was lost"
+        } else {
+            "UPDATES WERE LOST"
+        }
+    );
+    if after.count != total || after.version != 2 {
+        return Err("the swap did not carry the state over".into());
+    }
+    Ok(())
+}
+
+struct Snapshot {
+    version: u32,
+    greeting: String,
+    description: String,
+    count: u64,
+}
+
+fn snapshot(hot: &counter::Hot) -> Snapshot {
+    let module = hot.get();
+    Snapshot {
+        version: module.version(),
+        greeting: module.greet("demo"),
+        description: module.describe(),
+        count: module.count(),
+    }
+}
+
+/// A scratch copy of `examples/counter-module` (as version 1) that the demo
+/// edits and rebuilds, leaving the real crate untouched.
+fn scratch_crate(root: &Path) -> Result<PathBuf, Box<dyn Error>> {
+    let scratch = root.join("target/hotswap-demo/counter-module");
+    std::fs::create_dir_all(scratch.join("src"))?;
+    let runtime = root.join("hotswap-runtime");
+    std::fs::write(
+        scratch.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "counter-module"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+hotswap-runtime = {{ path = {runtime:?} }}
+serde = {{ version = "1", features = ["derive"] }}
+
+[workspace]
+"#
+        ),
+    )?;
+    // Same dependency versions as the workspace, so cargo reuses its builds.
+    std::fs::copy(root.join("Cargo.lock"), scratch.join("Cargo.lock"))?;
+    std::fs::copy(
+        root.join("examples/counter-module/src/lib.rs"),
+        scratch.join("src/lib.rs"),
+    )?;
+    Ok(scratch)
+}

@@ -1,0 +1,365 @@
+//! Writes what `#[hot_module]` adds to the module: the exported header and
+//! shims (used when the crate is built as a `cdylib`) and the host's typed
+//! accessors `Hot` and `HotGuard` (used when a host links it as an `rlib`).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Item, ItemMod};
+
+use crate::parse::{self, Function, Lifecycle, Module, Receiver};
+use crate::types;
+use crate::validate;
+
+pub(crate) fn hot_module(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut item: ItemMod = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "`#[hot_module]` goes on a module: `pub mod name { ... }`",
+            );
+            return with_errors(input, vec![error]);
+        }
+    };
+    let mut errors = validate::validate(&item);
+    match parse::parse(args, &item) {
+        Ok(module) if errors.is_empty() => {
+            let generated = generate(&module);
+            let generated: syn::File = syn::parse2(generated).expect("generated items parse");
+            if let Some((_, items)) = &mut item.content {
+                items.extend(generated.items.into_iter().map(Item::from));
+            }
+            quote!(#item)
+        }
+        Ok(_) => with_errors(quote!(#item), errors),
+        Err(mut found) => {
+            errors.append(&mut found);
+            with_errors(quote!(#item), errors)
+        }
+    }
+}
+
+/// The item as written, so IDEs keep working, plus every error at once.
+fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
+    let errors = errors.into_iter().map(|error| error.to_compile_error());
+    quote!(#item #(#errors)*)
+}
+
+fn generate(module: &Module) -> TokenStream {
+    let p = quote!(::hotswap_runtime::__private);
+    let module_name = module.ident.to_string();
+    // Cargo sets this for the crate being compiled; the host computes the
+    // same symbol from the same expansion.
+    let crate_name =
+        std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| "unknown_crate".to_owned());
+    let symbol = format!("__hotswap_module__{crate_name}__{module_name}");
+    let state = module.lifecycle.as_ref().map(|lifecycle| &lifecycle.state);
+
+    let functions: Vec<TokenStream> = module
+        .functions
+        .iter()
+        .map(|function| describe(function, state))
+        .collect();
+    let markers: Vec<_> = module.functions.iter().map(marker).collect();
+    let names: Vec<_> = module
+        .functions
+        .iter()
+        .map(|function| &function.ident)
+        .collect();
+    let entries = module.functions.iter().map(|function| {
+        let marker = marker(function);
+        match function.receiver {
+            Receiver::None => quote!(#p::FnEntry::stateless::<#marker>()),
+            Receiver::Shared => quote!(#p::FnEntry::shared::<#marker>()),
+            Receiver::Exclusive => quote!(#p::FnEntry::exclusive::<#marker>()),
+        }
+    });
+    let count = module.functions.len();
+    let methods = module.functions.iter().map(guard_method);
+
+    let mut user_types = Vec::new();
+    for function in &module.functions {
+        function
+            .params
+            .iter()
+            .for_each(|param| param.carried.user_types(&mut user_types));
+        if let Some(ret) = &function.ret {
+            ret.user_types(&mut user_types);
+        }
+    }
+    let user_type_checks = types::assert_user_types(&user_types);
+
+    let (lifecycle, descriptor) = match &module.lifecycle {
+        Some(lifecycle) => (
+            lifecycle_impl(lifecycle),
+            quote!(#p::ModuleDescriptor::stateful::<__HotModule>),
+        ),
+        None => (TokenStream::new(), quote!(#p::ModuleDescriptor::stateless)),
+    };
+
+    quote! {
+        /// Marks this module for the hotswap runtime.
+        #[doc(hidden)]
+        pub struct __HotModule;
+
+        /// A hot-swappable handle on this module: `Hot::open(path)` loads a
+        /// build of this crate, `get()` returns typed accessors, `reload()`
+        /// swaps in the build now on disk.
+        pub type Hot = ::hotswap_runtime::Hot<__HotModule>;
+
+        /// Typed access to this module, pinned by `Hot::get`: one method per
+        /// exported function. Keep it short-lived.
+        pub struct HotGuard<'__hotswap> {
+            __pinned: #p::Pinned<'__hotswap, __HotModule>,
+        }
+
+        impl<'__hotswap> HotGuard<'__hotswap> {
+            #(#methods)*
+        }
+
+        #(#functions)*
+
+        #lifecycle
+
+        #[doc(hidden)]
+        pub struct __HotTable {
+            #(pub #names: #p::Shim<#markers>,)*
+        }
+
+        impl #p::HotModule for __HotModule {
+            const MODULE: &'static str = #module_name;
+            const CRATE: &'static str = #crate_name;
+            const FUNCTIONS: &'static [#p::FnSpec] = &[#(#p::FnSpec::of::<#markers>()),*];
+            type Table = __HotTable;
+            type Guard<'__hotswap> = HotGuard<'__hotswap>;
+
+            fn table(__hotswap_functions: &#p::Resolved) -> __HotTable {
+                __HotTable { #(#names: __hotswap_functions.shim::<#markers>(),)* }
+            }
+
+            fn guard(__hotswap_pinned: #p::Pinned<'_, Self>) -> HotGuard<'_> {
+                HotGuard { __pinned: __hotswap_pinned }
+            }
+        }
+
+        const _: () = { #user_type_checks };
+
+        #[doc(hidden)]
+        static __HOTSWAP_FUNCTIONS: [#p::FnEntry; #count] = [#(#entries),*];
+
+        #[doc(hidden)]
+        static __HOTSWAP_DESCRIPTOR: #p::ModuleDescriptor = #descriptor(
+            #module_name,
+            #crate_name,
+            ::core::env!("CARGO_PKG_VERSION"),
+            &__HOTSWAP_FUNCTIONS,
+        );
+
+        #[doc(hidden)]
+        #[unsafe(export_name = #symbol)]
+        pub static __HOTSWAP_HEADER: #p::ModuleHeader = #p::ModuleHeader::new(&__HOTSWAP_DESCRIPTOR);
+    }
+}
+
+fn marker(function: &Function) -> syn::Ident {
+    format_ident!("__hotswap_fn_{}", function.ident)
+}
+
+fn args_struct(function: &Function) -> syn::Ident {
+    format_ident!("__hotswap_args_{}", function.ident)
+}
+
+fn arg_vars(function: &Function) -> Vec<syn::Ident> {
+    (0..function.params.len())
+        .map(|index| format_ident!("__hotswap_a{index}"))
+        .collect()
+}
+
+fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
+    function
+        .ret
+        .as_ref()
+        .map_or_else(|| quote!(()), |ret| ret.ffi_type(lifetime))
+}
+
+/// The marker type, argument struct and `Signature`/call impls of one
+/// exported function (module side).
+fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
+    let p = quote!(::hotswap_runtime::__private);
+    let (marker, args) = (marker(function), args_struct(function));
+    let name = function.ident.to_string();
+    let ident = &function.ident;
+    let signature = &function.signature;
+    let borrowed = quote!('__hotswap);
+    let fixed = quote!('static);
+    let arg_types: Vec<_> = function
+        .params
+        .iter()
+        .map(|param| param.carried.ffi_type(&borrowed))
+        .collect();
+    let layout_types = function
+        .params
+        .iter()
+        .map(|param| param.carried.ffi_type(&fixed));
+    let ret = ret_ffi(function, &fixed);
+    let vars = arg_vars(function);
+    let converted = function
+        .params
+        .iter()
+        .zip(&vars)
+        .map(|(param, var)| param.carried.from_ffi(quote!(#var), 0));
+    let result = match &function.ret {
+        Some(carried) => carried.to_ffi(quote!(__hotswap_ret), 0),
+        None => quote!(__hotswap_ret),
+    };
+    let (receiver, call_trait, state_param, state_arg) = match (function.receiver, state) {
+        (Receiver::Shared, Some(state)) => (
+            quote!(Shared),
+            quote!(#p::Shared),
+            quote!(__hotswap_state: &#state,),
+            quote!(__hotswap_state,),
+        ),
+        (Receiver::Exclusive, Some(state)) => (
+            quote!(Exclusive),
+            quote!(#p::Exclusive),
+            quote!(__hotswap_state: &mut #state,),
+            quote!(__hotswap_state,),
+        ),
+        _ => (quote!(None), quote!(#p::Stateless), quote!(), quote!()),
+    };
+    let state_type = match (function.receiver, state) {
+        (Receiver::None, _) | (_, None) => quote!(),
+        (_, Some(state)) => quote!(type State = #state;),
+    };
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        pub struct #marker;
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[repr(C)]
+        pub struct #args<#borrowed>(pub #p::PhantomData<&#borrowed ()>, #(pub #arg_types),*);
+
+        impl #p::Signature for #marker {
+            const NAME: &'static str = #name;
+            const RUST_SIGNATURE: &'static str = #signature;
+            const RECEIVER: #p::Receiver = #p::Receiver::#receiver;
+            type Args<#borrowed> = #args<#borrowed>;
+            type Ret = #ret;
+            type Layout = #p::PhantomData<(#ret, #(#layout_types,)*)>;
+        }
+
+        impl #call_trait for #marker {
+            #state_type
+            fn call(#state_param __hotswap_args: #args<'_>) -> #ret {
+                let #args(_, #(#vars),*) = __hotswap_args;
+                let __hotswap_ret = self::#ident(#state_arg #(#converted),*);
+                #result
+            }
+        }
+    }
+}
+
+/// The host's typed method for one exported function.
+fn guard_method(function: &Function) -> TokenStream {
+    let p = quote!(::hotswap_runtime::__private);
+    let ident = &function.ident;
+    let args = args_struct(function);
+    let docs = &function.docs;
+    let params = function.params.iter().map(|param| {
+        let (name, ty) = (&param.name, &param.ty);
+        quote!(#name: #ty)
+    });
+    let converted = function
+        .params
+        .iter()
+        .map(|param| param.carried.to_ffi(param.name.to_token_stream(), 0));
+    let ret_type = function.ret_type.as_ref().map(|ty| quote!(-> #ty));
+    let back = match &function.ret {
+        Some(carried) => carried.from_ffi(quote!(__hotswap_ret), 0),
+        None => quote!(__hotswap_ret),
+    };
+    let (call, invoke, state) = match function.receiver {
+        Receiver::None => (quote!(call), quote!(invoke_stateless), quote!()),
+        Receiver::Shared => (
+            quote!(call_shared),
+            quote!(invoke_shared),
+            quote!(__hotswap_state,),
+        ),
+        Receiver::Exclusive => (
+            quote!(call_exclusive),
+            quote!(invoke_exclusive),
+            quote!(__hotswap_state,),
+        ),
+    };
+    let closure_params = match function.receiver {
+        Receiver::None => quote!(__hotswap_table),
+        _ => quote!(__hotswap_table, __hotswap_state),
+    };
+    quote_spanned! {function.ident.span()=>
+        #(#docs)*
+        pub fn #ident(&self, #(#params),*) #ret_type {
+            let __hotswap_args = #args(#p::PhantomData, #(#converted),*);
+            self.__pinned.#call(|#closure_params| {
+                // Convert while the version is pinned: values the module made
+                // must be freed by the module's own code.
+                ::core::result::Result::map(
+                    __hotswap_table.#ident.#invoke(#state __hotswap_args),
+                    |__hotswap_ret| #back,
+                )
+            })
+        }
+    }
+}
+
+/// `Lifecycle` for the module marker: how to call `setup`/`teardown`.
+fn lifecycle_impl(lifecycle: &Lifecycle) -> TokenStream {
+    let p = quote!(::hotswap_runtime::__private);
+    let state = &lifecycle.state;
+    let handoff = lifecycle
+        .handoff
+        .as_ref()
+        .map_or_else(|| quote!(()), |ty| quote!(#ty));
+    let call_setup = if lifecycle.setup_takes_prev {
+        quote!(self::setup(__hotswap_prev))
+    } else {
+        quote!({
+            let _ = __hotswap_prev;
+            self::setup()
+        })
+    };
+    let setup_body = if lifecycle.setup_fallible {
+        quote!(::core::result::Result::map_err(#call_setup, |__hotswap_error| ::std::string::ToString::to_string(&__hotswap_error)))
+    } else {
+        quote!(::core::result::Result::Ok(#call_setup))
+    };
+    let teardown_body = match (&lifecycle.handoff, lifecycle.has_teardown) {
+        (_, true) => quote!(::core::option::Option::Some(self::teardown(
+            __hotswap_state
+        ))),
+        (Some(_), false) => quote!(::core::option::Option::Some(__hotswap_state)),
+        (None, false) => quote!({
+            ::core::mem::drop(__hotswap_state);
+            ::core::option::Option::None
+        }),
+    };
+    let state_check = quote_spanned!(state.span()=> #p::assert_state::<#state>(););
+    quote! {
+        const _: () = { #state_check };
+
+        impl #p::Lifecycle for __HotModule {
+            type State = #state;
+            type Handoff = #handoff;
+
+            fn setup(__hotswap_prev: ::core::option::Option<#handoff>) -> ::core::result::Result<#state, ::std::string::String> {
+                #setup_body
+            }
+
+            fn teardown(__hotswap_state: #state) -> ::core::option::Option<#handoff> {
+                #teardown_body
+            }
+        }
+    }
+}

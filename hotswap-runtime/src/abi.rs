@@ -1,0 +1,194 @@
+//! The binary interface between a module library and its host.
+//!
+//! Everything here is plain `#[repr(C)]` data that both sides compile from
+//! the same source. A library exports one [`ModuleHeader`] under a symbol
+//! named after its crate and module ([`symbol_name`]); the header's fixed
+//! prefix (magic, header version, `abi_stable` version) is checked before
+//! anything behind it is read.
+
+use std::ffi::c_void;
+
+use abi_stable::library::AbiHeader;
+use abi_stable::std_types::{RSlice, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
+
+/// First bytes of every module header.
+pub const MAGIC: [u8; 16] = *b"hotswap-module\0\0";
+
+/// Version of the layout of [`ModuleHeader`], [`ModuleDescriptor`],
+/// [`FnEntry`] and the shim calling convention. Bump on any change.
+pub const HEADER_VERSION: u32 = 1;
+
+/// How the state handoff is encoded. A library that hands off in another
+/// format is refused.
+pub const HANDOFF_FORMAT: &str = "messagepack/rmp-serde-named";
+
+/// The exported symbol of a module: unique per crate and module, so that a
+/// host linking several module crates (as rlibs) never sees two definitions.
+pub fn symbol_name(crate_name: &str, module: &str) -> String {
+    format!("__hotswap_module__{crate_name}__{module}")
+}
+
+/// Shim result: the return slot was written.
+pub const STATUS_OK: u8 = 0;
+/// Shim result: the module panicked; the message slot was written.
+pub const STATUS_PANICKED: u8 = 1;
+/// Shim result: the module reported a failure; the message slot was written.
+pub const STATUS_FAILED: u8 = 2;
+
+/// The one signature every exported function shim has.
+///
+/// `state` is the module state (null for stateless functions), `args`
+/// points at the function's `#[repr(C)]` argument struct (moved out by the
+/// shim), `ret` at an uninitialised return slot and `message` at an
+/// uninitialised message slot written only when the status is not
+/// [`STATUS_OK`].
+pub type RawFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    args: *mut c_void,
+    ret: *mut c_void,
+    message: *mut RString,
+) -> u8;
+
+/// Creates the module state from the previous version's handoff bytes
+/// (`prev` is null when there are none).
+pub type SetupFn = unsafe extern "C" fn(
+    prev: *const u8,
+    prev_len: usize,
+    state_out: *mut *mut c_void,
+    message: *mut RString,
+) -> u8;
+
+/// Consumes the module state; writes its handoff bytes to `sink` unless the
+/// sink is null (then the handoff value is dropped).
+pub type TeardownFn =
+    unsafe extern "C" fn(state: *mut c_void, sink: *const HandoffSink, message: *mut RString) -> u8;
+
+/// A host-owned byte buffer the module's teardown writes the handoff into.
+#[repr(C)]
+pub struct HandoffSink {
+    /// Opaque host context passed back to `write`.
+    pub ctx: *mut c_void,
+    /// Appends `len` bytes at `data` to the host buffer.
+    pub write: unsafe extern "C" fn(ctx: *mut c_void, data: *const u8, len: usize),
+}
+
+/// How an exported function reaches the module state.
+///
+/// Ordered: a library's function may use *less* access than the host was
+/// compiled for (the host then holds a stronger lock than needed), never more.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Receiver {
+    /// No state.
+    None = 0,
+    /// `&State`.
+    Shared = 1,
+    /// `&mut State`.
+    Exclusive = 2,
+}
+
+impl Receiver {
+    /// Decodes the byte stored in a [`FnEntry`].
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(Self::None),
+            1 => Some(Self::Shared),
+            2 => Some(Self::Exclusive),
+            _ => None,
+        }
+    }
+}
+
+/// The `abi_stable` version a library was built with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbiStableVersion {
+    /// `abi_stable`'s own magic string.
+    pub magic: [u8; 32],
+    /// Major ABI version.
+    pub major: u32,
+    /// Minor ABI version (significant while major is 0).
+    pub minor: u32,
+}
+
+impl AbiStableVersion {
+    /// The version this crate was compiled with.
+    pub const CURRENT: Self = Self {
+        magic: AbiHeader::VALUE.magic_string,
+        major: AbiHeader::VALUE.abi_major,
+        minor: AbiHeader::VALUE.abi_minor,
+    };
+
+    /// Mirrors `abi_stable::library::AbiHeader::is_compatible`.
+    pub fn is_compatible(&self, other: &Self) -> bool {
+        self.magic == other.magic
+            && self.major == other.major
+            && (self.major != 0 || self.minor == other.minor)
+    }
+}
+
+impl std::fmt::Display for AbiStableVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "abi_stable ABI {}.{}", self.major, self.minor)
+    }
+}
+
+/// The exported root of a module library.
+#[repr(C)]
+pub struct ModuleHeader {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 16],
+    /// Always [`HEADER_VERSION`] of the runtime that built the library.
+    pub header_version: u32,
+    /// The `abi_stable` version the library was built with.
+    pub abi_stable: AbiStableVersion,
+    /// Everything else; read only after the fields above were checked.
+    pub descriptor: &'static ModuleDescriptor,
+}
+
+impl ModuleHeader {
+    /// The header of a library built with this runtime.
+    pub const fn new(descriptor: &'static ModuleDescriptor) -> Self {
+        Self {
+            magic: MAGIC,
+            header_version: HEADER_VERSION,
+            abi_stable: AbiStableVersion::CURRENT,
+            descriptor,
+        }
+    }
+}
+
+/// What a module library contains.
+#[repr(C)]
+pub struct ModuleDescriptor {
+    /// The annotated module's name.
+    pub module: RStr<'static>,
+    /// The crate's name.
+    pub crate_name: RStr<'static>,
+    /// The crate's version.
+    pub crate_version: RStr<'static>,
+    /// Always [`HANDOFF_FORMAT`] of the runtime that built the library.
+    pub handoff_format: RStr<'static>,
+    /// Every exported function.
+    pub functions: RSlice<'static, FnEntry>,
+    /// Present when the module has state.
+    pub setup: Option<SetupFn>,
+    /// Present when the module has state.
+    pub teardown: Option<TeardownFn>,
+}
+
+/// One exported function.
+#[repr(C)]
+pub struct FnEntry {
+    /// The function's name.
+    pub name: RStr<'static>,
+    /// Its Rust signature, for error messages.
+    pub signature: RStr<'static>,
+    /// A [`Receiver`] as a byte.
+    pub receiver: u8,
+    /// Layout of its return and argument types, compared with the host's.
+    pub layout: &'static TypeLayout,
+    /// The shim to call.
+    pub call: RawFn,
+}

@@ -1,0 +1,125 @@
+//! The one error type of the runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why a module could not be opened or swapped.
+///
+/// Every variant names the library or function at fault. When `reload()`
+/// returns any of these, the version that was serving before keeps serving
+/// with its state as it was (see [`Error::StateLost`] for the one exception,
+/// which is reported rather than hidden).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The library file could not be read or copied.
+    #[error("cannot read module library {}: {source}", path.display())]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the file system said.
+        source: Arc<std::io::Error>,
+    },
+
+    /// The file is not a loadable shared library (garbage, truncated, wrong
+    /// architecture, unresolved symbols).
+    #[error("{} is not a loadable library: {source}", path.display())]
+    Load {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the dynamic loader said.
+        source: Arc<libloading::Error>,
+    },
+
+    /// The library loads but does not export the module the host expects.
+    #[error("{} does not export hot module `{module}` (symbol `{symbol}` not found); was it built from a crate with `#[hot_module] mod {module}`?", path.display())]
+    NotAModule {
+        /// The library.
+        path: PathBuf,
+        /// The module the host expected.
+        module: &'static str,
+        /// The symbol that was looked up.
+        symbol: String,
+    },
+
+    /// The library was built against an incompatible `abi_stable` or
+    /// `hotswap-runtime`, or hands state off in another format.
+    #[error("{} is incompatible with this host: {detail}", path.display())]
+    Incompatible {
+        /// The library.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
+
+    /// The library lacks a function the host was compiled against.
+    #[error("module `{module}` in {} has no function `{function}`, which this host calls; add it back (new versions may add functions, not remove them)", path.display())]
+    MissingFunction {
+        /// The library.
+        path: PathBuf,
+        /// The module.
+        module: &'static str,
+        /// The missing function.
+        function: &'static str,
+    },
+
+    /// A function the host uses changed its signature.
+    #[error("function `{function}` of module `{module}` changed its signature: the host was compiled against `{expected}`, the library has `{found}`\n{details}")]
+    SignatureChanged {
+        /// The module.
+        module: &'static str,
+        /// The function.
+        function: &'static str,
+        /// The host's signature.
+        expected: &'static str,
+        /// The library's signature.
+        found: String,
+        /// What the layout check found, line by line.
+        details: String,
+    },
+
+    /// The new version's `setup` panicked or returned an error (including
+    /// when it could not decode the state handed over to it).
+    #[error("setup of module `{module}` {}: {message}", if *.panicked { "panicked" } else { "failed" })]
+    Setup {
+        /// The module.
+        module: &'static str,
+        /// Whether it panicked (rather than returning an error).
+        panicked: bool,
+        /// The panic or error message.
+        message: String,
+    },
+
+    /// The old version's `teardown` panicked or its value could not be
+    /// encoded. Its state was consumed; the old version was set up afresh.
+    #[error("teardown of module `{module}` {}: {message}; the state was lost and the old version was set up afresh", if *.panicked { "panicked" } else { "failed" })]
+    Teardown {
+        /// The module.
+        module: &'static str,
+        /// Whether it panicked.
+        panicked: bool,
+        /// The panic or error message.
+        message: String,
+    },
+
+    /// Both the new and the old version's `setup` refused the handed-over
+    /// state. The handoff bytes are kept; the next successful reload
+    /// receives them, and stateful calls panic until then.
+    #[error("module `{module}` has no live state: {reason}")]
+    StateLost {
+        /// The module.
+        module: &'static str,
+        /// What happened.
+        reason: String,
+    },
+
+    /// `cargo build` of a module crate failed; `output` holds the compiler's
+    /// diagnostics.
+    #[error("building the module crate in {} failed:\n{output}", crate_dir.display())]
+    Build {
+        /// The crate's directory.
+        crate_dir: PathBuf,
+        /// What cargo printed.
+        output: String,
+    },
+}

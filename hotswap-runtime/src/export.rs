@@ -1,0 +1,301 @@
+//! The module side: what `#[hot_module]` generates code against.
+//!
+//! The macro describes each exported function with a marker type that
+//! implements [`Signature`] plus one of [`Stateless`], [`Shared`] or
+//! [`Exclusive`]; the generic shims here turn those into [`RawFn`]s that
+//! never unwind across the boundary. This is the only module-side `unsafe`.
+
+use std::ffi::c_void;
+use std::io::{self, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::std_types::{RSlice, RStr, RString};
+use abi_stable::StableAbi;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::abi::{
+    FnEntry, HandoffSink, ModuleDescriptor, RawFn, Receiver, SetupFn, TeardownFn, HANDOFF_FORMAT,
+    STATUS_FAILED, STATUS_OK, STATUS_PANICKED,
+};
+
+/// Describes one exported function; shared by the module and the host.
+pub trait Signature: 'static {
+    /// The function's name.
+    const NAME: &'static str;
+    /// Its Rust signature, for messages.
+    const RUST_SIGNATURE: &'static str;
+    /// How it reaches the state.
+    const RECEIVER: Receiver;
+    /// Its arguments as a `#[repr(C)]` struct of FFI-safe types.
+    type Args<'a>;
+    /// Its FFI-safe return type.
+    type Ret;
+    /// `PhantomData<(Ret, Args...)>` with `'static` lifetimes: what the
+    /// layout check compares.
+    type Layout: StableAbi;
+}
+
+/// A function without state.
+pub trait Stateless: Signature {
+    /// Converts the arguments, calls the function, converts the result.
+    fn call(args: Self::Args<'_>) -> Self::Ret;
+}
+
+/// A function taking `&State`.
+pub trait Shared: Signature {
+    /// The module state.
+    type State;
+    /// Converts the arguments, calls the function, converts the result.
+    fn call(state: &Self::State, args: Self::Args<'_>) -> Self::Ret;
+}
+
+/// A function taking `&mut State`.
+pub trait Exclusive: Signature {
+    /// The module state.
+    type State;
+    /// Converts the arguments, calls the function, converts the result.
+    fn call(state: &mut Self::State, args: Self::Args<'_>) -> Self::Ret;
+}
+
+/// The module's `setup`/`teardown`, as the macro found them.
+pub trait Lifecycle: 'static {
+    /// What `setup` returns.
+    type State: Send + Sync + 'static;
+    /// What `teardown` returns and `setup` receives.
+    type Handoff: Serialize + DeserializeOwned;
+    /// Calls `setup`; `Err` carries the failure's message.
+    fn setup(prev: Option<Self::Handoff>) -> Result<Self::State, String>;
+    /// Calls `teardown`; `None` when the module hands nothing over.
+    fn teardown(state: Self::State) -> Option<Self::Handoff>;
+}
+
+impl FnEntry {
+    const fn of<E: Signature>(call: RawFn) -> Self {
+        Self {
+            name: RStr::from_str(E::NAME),
+            signature: RStr::from_str(E::RUST_SIGNATURE),
+            receiver: E::RECEIVER as u8,
+            layout: <E::Layout as StableAbi>::LAYOUT,
+            call,
+        }
+    }
+
+    /// The entry of a stateless function.
+    pub const fn stateless<E: Stateless>() -> Self {
+        Self::of::<E>(stateless_shim::<E>)
+    }
+
+    /// The entry of a `&State` function.
+    pub const fn shared<E: Shared>() -> Self {
+        Self::of::<E>(shared_shim::<E>)
+    }
+
+    /// The entry of a `&mut State` function.
+    pub const fn exclusive<E: Exclusive>() -> Self {
+        Self::of::<E>(exclusive_shim::<E>)
+    }
+}
+
+impl ModuleDescriptor {
+    /// A module without state.
+    pub const fn stateless(
+        module: &'static str,
+        crate_name: &'static str,
+        crate_version: &'static str,
+        functions: &'static [FnEntry],
+    ) -> Self {
+        Self {
+            module: RStr::from_str(module),
+            crate_name: RStr::from_str(crate_name),
+            crate_version: RStr::from_str(crate_version),
+            handoff_format: RStr::from_str(HANDOFF_FORMAT),
+            functions: RSlice::from_slice(functions),
+            setup: None,
+            teardown: None,
+        }
+    }
+
+    /// A module whose state is managed by `L`.
+    pub const fn stateful<L: Lifecycle>(
+        module: &'static str,
+        crate_name: &'static str,
+        crate_version: &'static str,
+        functions: &'static [FnEntry],
+    ) -> Self {
+        let setup: SetupFn = setup_shim::<L>;
+        let teardown: TeardownFn = teardown_shim::<L>;
+        Self {
+            setup: Some(setup),
+            teardown: Some(teardown),
+            ..Self::stateless(module, crate_name, crate_version, functions)
+        }
+    }
+}
+
+/// The message carried by a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "module panicked with a non-string payload".to_owned()
+    }
+}
+
+/// Writes the outcome of a call into the host's slots.
+///
+/// # Safety
+/// `ret` and `message` must be valid for writes of their types.
+unsafe fn finish<R>(
+    outcome: std::thread::Result<Result<R, String>>,
+    ret: *mut R,
+    message: *mut RString,
+) -> u8 {
+    let (status, text) = match outcome {
+        Ok(Ok(value)) => {
+            // SAFETY: the caller guarantees `ret` is valid for writes.
+            unsafe { ret.write(value) };
+            return STATUS_OK;
+        }
+        Ok(Err(text)) => (STATUS_FAILED, text),
+        Err(payload) => (STATUS_PANICKED, panic_message(&*payload)),
+    };
+    // SAFETY: the caller guarantees `message` is valid for writes.
+    unsafe { message.write(RString::from(text)) };
+    status
+}
+
+// SAFETY (all three shims): the host calls these only through a `Shim`
+// built by the loader after checking that the library's layout of
+// `E::Args`/`E::Ret` matches its own, with `args` pointing at an
+// initialised `E::Args` it will not drop, `ret`/`message` at writable
+// slots, and `state` at the module's live `State` (for `Shared`/
+// `Exclusive`), locked shared or exclusively as the receiver demands.
+
+unsafe extern "C" fn stateless_shim<E: Stateless>(
+    _state: *mut c_void,
+    args: *mut c_void,
+    ret: *mut c_void,
+    message: *mut RString,
+) -> u8 {
+    // SAFETY: see the contract above.
+    let args = unsafe { args.cast::<E::Args<'_>>().read() };
+    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(args))));
+    // SAFETY: see the contract above.
+    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+}
+
+unsafe extern "C" fn shared_shim<E: Shared>(
+    state: *mut c_void,
+    args: *mut c_void,
+    ret: *mut c_void,
+    message: *mut RString,
+) -> u8 {
+    // SAFETY: see the contract above; the host holds at least a shared lock.
+    let (state, args) = unsafe {
+        (
+            &*state.cast::<E::State>(),
+            args.cast::<E::Args<'_>>().read(),
+        )
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(state, args))));
+    // SAFETY: see the contract above.
+    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+}
+
+unsafe extern "C" fn exclusive_shim<E: Exclusive>(
+    state: *mut c_void,
+    args: *mut c_void,
+    ret: *mut c_void,
+    message: *mut RString,
+) -> u8 {
+    // SAFETY: see the contract above; the host holds the exclusive lock.
+    let (state, args) = unsafe {
+        (
+            &mut *state.cast::<E::State>(),
+            args.cast::<E::Args<'_>>().read(),
+        )
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(state, args))));
+    // SAFETY: see the contract above.
+    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+}
+
+/// Decodes the previous version's handoff (if any) and runs `setup`.
+///
+/// # Safety
+/// `prev` is null or valid for `prev_len` bytes; `state_out` and `message`
+/// are writable. On success `*state_out` owns a `Box<L::State>` that only
+/// [`teardown_shim`] of this library may consume.
+unsafe extern "C" fn setup_shim<L: Lifecycle>(
+    prev: *const u8,
+    prev_len: usize,
+    state_out: *mut *mut c_void,
+    message: *mut RString,
+) -> u8 {
+    let bytes = if prev.is_null() {
+        None
+    } else {
+        // SAFETY: the host passes a buffer valid for `prev_len` bytes.
+        Some(unsafe { std::slice::from_raw_parts(prev, prev_len) })
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let prev = match bytes {
+            None => None,
+            Some(bytes) => Some(rmp_serde::from_slice::<L::Handoff>(bytes).map_err(|error| {
+                format!("cannot decode the state handed over by the previous version: {error}")
+            })?),
+        };
+        L::setup(prev).map(|state| Box::into_raw(Box::new(state)).cast::<c_void>())
+    }));
+    // SAFETY: the host passes writable slots.
+    unsafe { finish(outcome, state_out, message) }
+}
+
+/// Streams encoded bytes into the host's buffer.
+struct SinkWriter(*const HandoffSink);
+
+impl Write for SinkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: the sink is valid for the duration of `teardown_shim`,
+        // which owns this writer.
+        unsafe { ((*self.0).write)((*self.0).ctx, data.as_ptr(), data.len()) };
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `teardown` on the state and encodes what it returns into `sink`.
+///
+/// # Safety
+/// `state` came from this library's [`setup_shim`] and is not used again;
+/// `sink` is null or valid for the call; `message` is writable.
+unsafe extern "C" fn teardown_shim<L: Lifecycle>(
+    state: *mut c_void,
+    sink: *const HandoffSink,
+    message: *mut RString,
+) -> u8 {
+    // SAFETY: `state` is the `Box<L::State>` made by `setup_shim`.
+    let state = unsafe { Box::from_raw(state.cast::<L::State>()) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let handoff = L::teardown(*state);
+        match handoff {
+            Some(handoff) if !sink.is_null() => {
+                // Many small writes: buffer them so the host callback runs per 64 KiB.
+                let mut out = io::BufWriter::with_capacity(64 * 1024, SinkWriter(sink));
+                rmp_serde::encode::write_named(&mut out, &handoff)
+                    .map_err(|error| format!("cannot encode the state for handoff: {error}"))?;
+                out.flush().map_err(|error| error.to_string())
+            }
+            _ => Ok(()),
+        }
+    }));
+    let mut unit = ();
+    // SAFETY: `unit` is a local; the host passes a writable message slot.
+    unsafe { finish(outcome, &mut unit, message) }
+}

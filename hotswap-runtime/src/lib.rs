@@ -1,0 +1,170 @@
+//! Hot-swappable Rust modules: replace a module's code inside a running
+//! process and keep its state.
+//!
+//! Restarting a service to change one function drops its connections, its
+//! caches and whatever else it held in memory. hotswap lets a crate mark
+//! one module `#[hot_module]` and build as a `cdylib`; a host opens the
+//! built library, calls the module through generated typed accessors, and
+//! swaps in a new build whenever one lands on disk, handing the module's
+//! state from the old version to the new one without losing an update.
+//!
+//! # A module crate
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! hotswap-runtime = "0.1"
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! ```no_run
+//! use hotswap_runtime::hot_module;
+//!
+//! #[hot_module]
+//! pub mod counter {
+//!     use serde::{Deserialize, Serialize};
+//!
+//!     #[derive(Default, Serialize, Deserialize)]
+//!     pub struct State {
+//!         pub count: u64,
+//!     }
+//!
+//!     // Receives what the previous version's teardown returned (None at first).
+//!     pub fn setup(prev: Option<State>) -> State {
+//!         prev.unwrap_or_default()
+//!     }
+//!
+//!     // Its value is handed to the next version's setup.
+//!     pub fn teardown(state: State) -> State {
+//!         state
+//!     }
+//!
+//!     pub fn increment(state: &mut State, by: u64) -> u64 {
+//!         state.count += by;
+//!         state.count
+//!     }
+//!
+//!     pub fn greet(name: &str) -> String {
+//!         format!("hello, {name}")
+//!     }
+//! }
+//!
+//! // A host depends on the module crate too, for the typed accessors:
+//! fn main() -> Result<(), hotswap_runtime::Error> {
+//!     let hot = counter::Hot::open("target/debug/libcounter.so")?; // loads, checks, setup(None)
+//!     assert_eq!(hot.get().increment(5), 5); // state injected by the runtime
+//!     println!("{}", hot.get().greet("world"));
+//!     // ... rebuild the crate ...
+//!     hot.reload()?; // teardown -> handoff -> setup, as one critical section
+//!     assert_eq!(hot.get().increment(1), 6); // the count came through
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How a swap works
+//!
+//! 1. The library is copied to a private directory under a unique name
+//!    (`dlopen` caches by path and inode) and loaded with
+//!    `RTLD_NOW | RTLD_LOCAL`.
+//! 2. Its header is checked: magic, module header version, `abi_stable`
+//!    version, handoff format, and for every function the host calls, that it
+//!    exists, that it needs no more access to the state than the host grants,
+//!    and that the `abi_stable` layouts of its argument and return types match
+//!    what the host was compiled against (with a fresh `CheckingGlobals`, so
+//!    nothing keeps pointers into retired libraries).
+//! 3. Critical section: stateful calls are held off, the old `teardown` runs,
+//!    its value is encoded (MessagePack with field names, see below) into a
+//!    host-owned buffer, and the new `setup` decodes it. If that fails the old
+//!    `setup` takes the same bytes back and the old version keeps serving.
+//! 4. The old version is unloaded, and its copy deleted, when the last guard
+//!    pinning it drops.
+//!
+//! # State handoff
+//!
+//! The handoff uses MessagePack via `rmp-serde`, with structs encoded as maps
+//! of field names: it is self-describing, so a new version may add a field
+//! with `#[serde(default)]` or drop one and keep the rest, and it is a compact
+//! binary format that encodes and decodes at memory-bandwidth-like speeds.
+//!
+//! # Panics
+//!
+//! A panic inside a module function is caught at the boundary (it never
+//! unwinds through `extern "C"`), and resumed in the caller as a panic whose
+//! payload is the module's message (a `String`). The module and its state
+//! stay usable.
+//!
+//! # What is checked, and what cannot be
+//!
+//! Loading a library runs its initializers before anything can be checked,
+//! and a library that forges its header is believed: only load libraries you
+//! trust. The layout check covers every type crossing the boundary, including
+//! user types deriving `abi_stable::StableAbi`; it cannot see the module's
+//! state type, which never crosses (only its serialized handoff does).
+
+#![warn(missing_docs)]
+
+mod abi;
+mod build;
+mod error;
+mod export;
+mod hot;
+mod loader;
+mod module;
+
+pub use build::build_module;
+pub use error::Error;
+pub use hot::{Hot, Options};
+pub use hotswap_macros::hot_module;
+
+/// What generated code uses. Not public API: no stability guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::marker::PhantomData;
+
+    pub use abi_stable::std_types::{
+        ROption, RResult, RSlice, RStr, RString, RVec, Tuple1, Tuple2, Tuple3, Tuple4,
+    };
+    pub use abi_stable::StableAbi;
+
+    pub use crate::abi::{FnEntry, ModuleDescriptor, ModuleHeader, Receiver};
+    pub use crate::export::{Exclusive, Lifecycle, Shared, Signature, Stateless};
+    pub use crate::hot::{Hot, Pinned};
+    pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
+    pub use crate::module::{FnSpec, HotModule, Resolved, Shim};
+
+    /// `char` crosses as its scalar value.
+    pub fn char_to_ffi(value: char) -> u32 {
+        value.into()
+    }
+
+    /// The inverse of [`char_to_ffi`]; the other side always sends valid
+    /// scalar values, anything else becomes U+FFFD.
+    pub fn char_from_ffi(value: u32) -> char {
+        char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER)
+    }
+
+    /// A type that may cross the module boundary as it is.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot cross the hot module boundary",
+        label = "does not implement `abi_stable::StableAbi`",
+        note = "derive `abi_stable::StableAbi` on it with `#[repr(C)]`, or use a supported type: integers, floats, `bool`, `char`, `()`, `&str`, `String`, `&[T]`, `Vec<T>`, `Option<T>`, `Result<T, E>` or tuples of up to 4 of these"
+    )]
+    pub trait CrossesBoundary {}
+    impl<T: StableAbi> CrossesBoundary for T {}
+
+    /// Compile-time check that `T` may cross the boundary as it is.
+    pub const fn assert_crosses<T: CrossesBoundary>() {}
+
+    /// The module state is shared between threads.
+    #[diagnostic::on_unimplemented(
+        message = "the state type `{Self}` must be `Send + Sync`",
+        note = "the host calls the module from any thread; use `Mutex`/atomics instead of `Cell`/`RefCell`/`Rc` in the state"
+    )]
+    pub trait ThreadSafeState {}
+    impl<T: Send + Sync> ThreadSafeState for T {}
+
+    /// Compile-time check that the state type is `Send + Sync`.
+    pub const fn assert_state<T: ThreadSafeState>() {}
+}

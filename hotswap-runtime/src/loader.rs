@@ -1,0 +1,388 @@
+//! Everything the host does with foreign code: copying and `dlopen`ing a
+//! library, reading and checking its header, calling its shims, `dlclose`.
+//! This is the only host-side `unsafe` in the crate.
+//!
+//! What is checked before any exported function is used: the header's magic
+//! and version, the `abi_stable` ABI version, the handoff format, the module
+//! name, and for every function the host calls its receiver and the
+//! `abi_stable` layout of its argument and return types. What cannot be
+//! checked: code that runs inside `dlopen` (initializers) runs before any of
+//! this, and a library that lies in its header (hand-written, not built by
+//! `#[hot_module]`) is trusted.
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use abi_stable::abi_stability::abi_checking::{
+    check_layout_compatibility_with_globals, CheckingGlobals,
+};
+use abi_stable::std_types::RString;
+use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
+
+use crate::abi::{
+    self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, Receiver, STATUS_OK,
+    STATUS_PANICKED,
+};
+use crate::error::Error;
+use crate::export::Signature;
+use crate::module::{FnSpec, Resolved, Shim};
+
+/// A module library loaded from a private copy. Dropping it unloads the
+/// library and deletes the copy.
+pub(crate) struct Library {
+    handle: ManuallyDrop<RawLibrary>,
+    descriptor: NonNull<ModuleDescriptor>,
+    copy: PathBuf,
+}
+
+// SAFETY: the handle is `Send + Sync`; the descriptor is immutable data in
+// the library's read-only image, alive as long as the handle.
+unsafe impl Send for Library {}
+// SAFETY: as above.
+unsafe impl Sync for Library {}
+
+/// The state of one module version, created by its `setup`.
+pub(crate) struct StatePtr(NonNull<c_void>);
+
+// SAFETY: the state type is `Send + Sync` (bound of `Lifecycle::State`, which
+// the generated code implements), and the host hands `&`/`&mut` access out
+// only under its state lock.
+unsafe impl Send for StatePtr {}
+// SAFETY: as above.
+unsafe impl Sync for StatePtr {}
+
+/// A failure reported by `setup` or `teardown`.
+pub(crate) struct Failure {
+    pub panicked: bool,
+    pub message: String,
+}
+
+impl Library {
+    /// Copies `source` to `copy`, loads the copy and checks it against what
+    /// the host was compiled with.
+    pub(crate) fn open(
+        source: &Path,
+        copy: PathBuf,
+        crate_name: &str,
+        module: &'static str,
+        functions: &[FnSpec],
+    ) -> Result<(Self, Resolved), Error> {
+        // dlopen caches by path and by inode: a fresh copy is the only way
+        // to get a second version of the same library into the process.
+        std::fs::copy(source, &copy).map_err(|source_err| {
+            let _ = std::fs::remove_file(&copy);
+            Error::Read {
+                path: source.to_owned(),
+                source: Arc::new(source_err),
+            }
+        })?;
+        // SAFETY: loading runs the library's initializers; that is the
+        // inherent risk of loading code, documented on `Hot::open`. RTLD_LOCAL
+        // keeps its symbols from interposing on anything else.
+        let handle = match unsafe { RawLibrary::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) } {
+            Ok(handle) => handle,
+            Err(error) => {
+                let _ = std::fs::remove_file(&copy);
+                return Err(Error::Load {
+                    path: source.to_owned(),
+                    source: Arc::new(error),
+                });
+            }
+        };
+        let symbol = abi::symbol_name(crate_name, module);
+        // SAFETY: a symbol lookup; the address is only read below after the
+        // magic bytes confirm it is a module header.
+        let header = unsafe { handle.get::<*const ModuleHeader>(symbol.as_bytes()) }
+            .ok()
+            .map(|symbol| *symbol)
+            .filter(|header| !header.is_null());
+        let mut library = Self {
+            handle: ManuallyDrop::new(handle),
+            descriptor: NonNull::dangling(),
+            copy,
+        };
+        let Some(header) = header else {
+            return Err(Error::NotAModule {
+                path: source.to_owned(),
+                module,
+                symbol,
+            });
+        };
+        let incompatible = |detail: String| Error::Incompatible {
+            path: source.to_owned(),
+            detail,
+        };
+        // SAFETY: the symbol is named after this crate and module, so it is a
+        // `ModuleHeader` built by some `hotswap-runtime`; its first fields
+        // (magic, version) have had the same layout in every version.
+        let (magic, header_version) = unsafe { ((*header).magic, (*header).header_version) };
+        if magic != abi::MAGIC {
+            return Err(incompatible(format!(
+                "symbol `{symbol}` is not a hotswap module header"
+            )));
+        }
+        if header_version != abi::HEADER_VERSION {
+            return Err(incompatible(format!(
+                "built by a hotswap-runtime with module header version {header_version}, this host uses version {}",
+                abi::HEADER_VERSION
+            )));
+        }
+        // SAFETY: same header version, so the whole header has our layout.
+        let header = unsafe { &*header };
+        if !AbiStableVersion::CURRENT.is_compatible(&header.abi_stable) {
+            return Err(incompatible(format!(
+                "built with {}, this host uses {}",
+                header.abi_stable,
+                AbiStableVersion::CURRENT
+            )));
+        }
+        library.descriptor = NonNull::from(header.descriptor);
+        let descriptor = library.descriptor();
+        if descriptor.handoff_format.as_str() != abi::HANDOFF_FORMAT {
+            return Err(incompatible(format!(
+                "hands state off as `{}`, this host expects `{}`",
+                descriptor.handoff_format,
+                abi::HANDOFF_FORMAT
+            )));
+        }
+        let resolved = resolve(source, descriptor, module, functions)?;
+        Ok((library, resolved))
+    }
+
+    pub(crate) fn descriptor(&self) -> &ModuleDescriptor {
+        // SAFETY: points into the library image, which lives as long as `self`.
+        unsafe { self.descriptor.as_ref() }
+    }
+
+    /// Runs the module's `setup` with the previous handoff, if any.
+    /// `Ok(None)` when the module has no state.
+    pub(crate) fn setup(&self, prev: Option<&[u8]>) -> Result<Option<StatePtr>, Failure> {
+        let Some(setup) = self.descriptor().setup else {
+            return Ok(None);
+        };
+        let (data, len) = prev.map_or((ptr::null(), 0), |bytes| (bytes.as_ptr(), bytes.len()));
+        let mut state = ptr::null_mut();
+        let mut message = MaybeUninit::<RString>::uninit();
+        // SAFETY: `setup` is this library's `setup_shim`; the buffer and both
+        // out-slots are valid for the call.
+        let status = unsafe { setup(data, len, &mut state, message.as_mut_ptr()) };
+        if status == STATUS_OK {
+            // A module always returns a boxed (hence non-null) state.
+            Ok(NonNull::new(state).map(StatePtr))
+        } else {
+            // SAFETY: a non-OK status means the shim wrote the message slot.
+            Err(failure(status, unsafe { message.assume_init() }))
+        }
+    }
+
+    /// Runs the module's `teardown`, consuming `state`. With `keep`, returns
+    /// the encoded handoff (`None` if the module hands nothing over).
+    pub(crate) fn teardown(&self, state: StatePtr, keep: bool) -> Result<Option<Vec<u8>>, Failure> {
+        let Some(teardown) = self.descriptor().teardown else {
+            return Ok(None);
+        };
+        let mut buffer = Vec::new();
+        let sink = HandoffSink {
+            ctx: (&mut buffer as *mut Vec<u8>).cast(),
+            write: append_to_vec,
+        };
+        let sink_ptr: *const HandoffSink = if keep { &sink } else { ptr::null() };
+        let mut message = MaybeUninit::<RString>::uninit();
+        // SAFETY: `state` came from this library's `setup` and is consumed
+        // here; the sink and the message slot are valid for the call.
+        let status = unsafe { teardown(state.0.as_ptr(), sink_ptr, message.as_mut_ptr()) };
+        if status == STATUS_OK {
+            Ok((!buffer.is_empty()).then_some(buffer))
+        } else {
+            // SAFETY: a non-OK status means the shim wrote the message slot.
+            Err(failure(status, unsafe { message.assume_init() }))
+        }
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        // SAFETY: nothing created by this library outlives it: every call
+        // converts module-made values (RString, RVec) to host values before
+        // returning, and the state was torn down by the module itself.
+        let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
+        if let Err(error) = handle.close() {
+            tracing::warn!(copy = %self.copy.display(), %error, "dlclose failed");
+        }
+        if let Err(error) = std::fs::remove_file(&self.copy) {
+            tracing::warn!(copy = %self.copy.display(), %error, "cannot remove private copy");
+        }
+    }
+}
+
+fn failure(status: u8, message: RString) -> Failure {
+    Failure {
+        panicked: status == STATUS_PANICKED,
+        message: message.into_string(),
+    }
+}
+
+unsafe extern "C" fn append_to_vec(ctx: *mut c_void, data: *const u8, len: usize) {
+    // SAFETY: `ctx` is the `Vec<u8>` of `Library::teardown`, alive for the
+    // call; the module passes `len` readable bytes at `data`.
+    unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(std::slice::from_raw_parts(data, len)) }
+}
+
+/// Finds and checks every function the host calls.
+fn resolve(
+    path: &Path,
+    descriptor: &ModuleDescriptor,
+    module: &'static str,
+    functions: &[FnSpec],
+) -> Result<Resolved, Error> {
+    // A fresh CheckingGlobals per load: the process-wide one keeps pointers
+    // into every library it checked, which dangle once that library unloads.
+    let globals = CheckingGlobals::new();
+    let mut entries = Vec::with_capacity(functions.len());
+    for spec in functions {
+        let Some(entry) = descriptor
+            .functions
+            .iter()
+            .find(|entry| entry.name.as_str() == spec.name)
+        else {
+            return Err(Error::MissingFunction {
+                path: path.to_owned(),
+                module,
+                function: spec.name,
+            });
+        };
+        let changed = |details: String| Error::SignatureChanged {
+            module,
+            function: spec.name,
+            expected: spec.signature,
+            found: entry.signature.to_string(),
+            details,
+        };
+        match Receiver::from_byte(entry.receiver) {
+            Some(receiver) if receiver <= spec.receiver => {}
+            _ => {
+                return Err(changed(
+                    "it now needs more access to the module state".to_owned(),
+                ))
+            }
+        }
+        // SAFETY of the 'static: the library's layout is only borrowed for this
+        // check; the errors are rendered to a String before returning.
+        check_layout_compatibility_with_globals(spec.layout, entry.layout, &globals)
+            .map_err(|errors| changed(errors.to_string()))?;
+        entries.push((*spec, entry.call));
+    }
+    Ok(Resolved { entries })
+}
+
+/// A module function panicked; carries its message.
+#[derive(Debug)]
+pub struct ModulePanic(pub(crate) String);
+
+/// Shared access to the state, handed out under the state's read lock.
+pub struct SharedState<'a> {
+    ptr: *mut c_void,
+    _lock: PhantomData<&'a ()>,
+}
+
+/// Exclusive access to the state, handed out under the state's write lock.
+pub struct ExclusiveState<'a> {
+    ptr: *mut c_void,
+    _lock: PhantomData<&'a mut ()>,
+}
+
+impl SharedState<'_> {
+    /// For a version without state: its functions take no state pointer.
+    pub(crate) fn absent() -> Self {
+        Self {
+            ptr: ptr::null_mut(),
+            _lock: PhantomData,
+        }
+    }
+}
+
+impl ExclusiveState<'_> {
+    /// For a version without state: its functions take no state pointer.
+    pub(crate) fn absent() -> Self {
+        Self {
+            ptr: ptr::null_mut(),
+            _lock: PhantomData,
+        }
+    }
+}
+
+impl StatePtr {
+    pub(crate) fn shared(&self) -> SharedState<'_> {
+        SharedState {
+            ptr: self.0.as_ptr(),
+            _lock: PhantomData,
+        }
+    }
+
+    pub(crate) fn exclusive(&mut self) -> ExclusiveState<'_> {
+        ExclusiveState {
+            ptr: self.0.as_ptr(),
+            _lock: PhantomData,
+        }
+    }
+}
+
+impl<E: Signature> Shim<E> {
+    /// Calls a stateless function.
+    pub fn invoke_stateless(&self, args: E::Args<'_>) -> Result<E::Ret, ModulePanic> {
+        const { assert!(E::RECEIVER as u8 == Receiver::None as u8) };
+        self.invoke(ptr::null_mut(), args)
+    }
+
+    /// Calls a `&State` function.
+    pub fn invoke_shared(
+        &self,
+        state: &SharedState<'_>,
+        args: E::Args<'_>,
+    ) -> Result<E::Ret, ModulePanic> {
+        const { assert!(E::RECEIVER as u8 == Receiver::Shared as u8) };
+        self.invoke(state.ptr, args)
+    }
+
+    /// Calls a `&mut State` function.
+    pub fn invoke_exclusive(
+        &self,
+        state: &mut ExclusiveState<'_>,
+        args: E::Args<'_>,
+    ) -> Result<E::Ret, ModulePanic> {
+        const { assert!(E::RECEIVER as u8 == Receiver::Exclusive as u8) };
+        self.invoke(state.ptr, args)
+    }
+
+    fn invoke(&self, state: *mut c_void, args: E::Args<'_>) -> Result<E::Ret, ModulePanic> {
+        let mut args = ManuallyDrop::new(args);
+        let mut ret = MaybeUninit::<E::Ret>::uninit();
+        let mut message = MaybeUninit::<RString>::uninit();
+        // SAFETY: `raw` was checked at load time to take `E::Args` and return
+        // `E::Ret` with the same layout; `&self` borrows the version that
+        // owns the library, so it is loaded. The shim moves out of `args`
+        // (hence ManuallyDrop) and writes exactly one of the two slots. The
+        // state pointer matches the receiver (checked above) and is locked
+        // accordingly by whoever made the state token.
+        let status = unsafe {
+            (self.raw)(
+                state,
+                (&mut *args as *mut E::Args<'_>).cast(),
+                ret.as_mut_ptr().cast(),
+                message.as_mut_ptr(),
+            )
+        };
+        if status == STATUS_OK {
+            // SAFETY: OK means the shim wrote the return slot.
+            Ok(unsafe { ret.assume_init() })
+        } else {
+            // SAFETY: not OK means the shim wrote the message slot; converting
+            // it now frees the module's allocation while the module is loaded.
+            Err(ModulePanic(unsafe { message.assume_init() }.into_string()))
+        }
+    }
+}

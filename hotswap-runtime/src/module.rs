@@ -1,0 +1,91 @@
+//! What the host knows about a module at compile time.
+
+use std::marker::PhantomData;
+
+use abi_stable::type_layout::TypeLayout;
+use abi_stable::StableAbi;
+
+use crate::abi::{RawFn, Receiver};
+use crate::export::Signature;
+use crate::hot::Pinned;
+
+/// A function the host calls, as it was compiled.
+#[derive(Clone, Copy, Debug)]
+pub struct FnSpec {
+    /// The function's name.
+    pub name: &'static str,
+    /// Its Rust signature.
+    pub signature: &'static str,
+    /// How it reaches the state.
+    pub receiver: Receiver,
+    /// Layout of its return and argument types.
+    pub layout: &'static TypeLayout,
+}
+
+impl FnSpec {
+    /// The spec of the function described by `E`.
+    pub const fn of<E: Signature>() -> Self {
+        Self {
+            name: E::NAME,
+            signature: E::RUST_SIGNATURE,
+            receiver: E::RECEIVER,
+            layout: <E::Layout as StableAbi>::LAYOUT,
+        }
+    }
+}
+
+/// Implemented by `#[hot_module]` for a marker type inside the module; the
+/// generated `Hot` is `hotswap_runtime::Hot<that marker>`.
+pub trait HotModule: Sized + 'static {
+    /// The module's name.
+    const MODULE: &'static str;
+    /// The crate's name (part of the exported symbol).
+    const CRATE: &'static str;
+    /// Every function the host calls; each is checked on every load.
+    const FUNCTIONS: &'static [FnSpec];
+    /// Typed entry points of one loaded version.
+    type Table: Send + Sync + 'static;
+    /// What `Hot::get` returns: one method per exported function.
+    type Guard<'a>;
+    /// Builds the table from the checked functions.
+    fn table(functions: &Resolved) -> Self::Table;
+    /// Wraps a pinned version into the typed guard.
+    fn guard(pinned: Pinned<'_, Self>) -> Self::Guard<'_>;
+}
+
+/// The functions of one library, checked against [`HotModule::FUNCTIONS`].
+pub struct Resolved {
+    pub(crate) entries: Vec<(FnSpec, RawFn)>,
+}
+
+impl Resolved {
+    /// The checked entry point of `E`.
+    ///
+    /// # Panics
+    /// If `E` is not one of [`HotModule::FUNCTIONS`]: generated code lists
+    /// every function it resolves, so this means a bug in the macro.
+    pub fn shim<E: Signature>(&self) -> Shim<E> {
+        let (_, raw) = self
+            .entries
+            .iter()
+            .find(|(spec, _)| {
+                spec.name == E::NAME
+                    && spec.signature == E::RUST_SIGNATURE
+                    && spec.receiver == E::RECEIVER
+            })
+            .unwrap_or_else(|| panic!("hotswap: function `{}` was not checked", E::NAME));
+        Shim {
+            raw: *raw,
+            _function: PhantomData,
+        }
+    }
+}
+
+/// A checked entry point of a loaded version, typed by its [`Signature`].
+///
+/// Deliberately neither `Copy` nor `Clone`: it is reachable only by
+/// borrowing the version that owns it, so it cannot outlive its library.
+pub struct Shim<E> {
+    pub(crate) raw: RawFn,
+    _function: PhantomData<fn() -> E>,
+}
