@@ -21,9 +21,20 @@ pub enum Error {
         source: Arc<std::io::Error>,
     },
 
-    /// The file is not a loadable shared library (garbage, truncated, wrong
-    /// architecture, unresolved symbols).
-    #[error("{} is not a loadable library: {source}", path.display())]
+    /// The file is not a complete shared library for this machine (not ELF,
+    /// truncated, an executable, another architecture). Checked before
+    /// `dlopen`, which would map a truncated file without complaint.
+    #[error("{} is not a loadable library: {detail}", path.display())]
+    Malformed {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The dynamic loader refused the library (unresolved symbols, missing
+    /// dependencies, ...).
+    #[error("{} is not a loadable library: {}", path.display(), with_causes(&**source))]
     Load {
         /// The file that was asked for.
         path: PathBuf,
@@ -122,4 +133,16 @@ pub enum Error {
         /// What cargo printed.
         output: String,
     },
+}
+
+/// `libloading` says "dlopen failed" and keeps the loader's reason as the
+/// error's source: show both.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }

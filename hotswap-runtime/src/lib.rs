@@ -110,6 +110,7 @@ mod build;
 mod error;
 mod export;
 mod hot;
+mod integrity;
 mod loader;
 mod module;
 
@@ -128,7 +129,7 @@ pub mod __private {
     };
     pub use abi_stable::StableAbi;
 
-    pub use crate::abi::{FnEntry, ModuleDescriptor, ModuleHeader, Receiver};
+    pub use crate::abi::{AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, Receiver};
     pub use crate::export::{Exclusive, Lifecycle, Shared, Signature, Stateless};
     pub use crate::hot::{Hot, Pinned};
     pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};

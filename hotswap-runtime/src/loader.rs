@@ -29,6 +29,7 @@ use crate::abi::{
 };
 use crate::error::Error;
 use crate::export::Signature;
+use crate::integrity::check_shared_library;
 use crate::module::{FnSpec, Resolved, Shim};
 
 /// A module library loaded from a private copy. Dropping it unloads the
@@ -71,14 +72,21 @@ impl Library {
         module: &'static str,
         functions: &[FnSpec],
     ) -> Result<(Self, Resolved), Error> {
-        // dlopen caches by path and by inode: a fresh copy is the only way
-        // to get a second version of the same library into the process.
-        std::fs::copy(source, &copy).map_err(|source_err| {
-            let _ = std::fs::remove_file(&copy);
-            Error::Read {
-                path: source.to_owned(),
-                source: Arc::new(source_err),
-            }
+        let bytes = std::fs::read(source).map_err(|error| Error::Read {
+            path: source.to_owned(),
+            source: Arc::new(error),
+        })?;
+        check_shared_library(&bytes).map_err(|detail| Error::Malformed {
+            path: source.to_owned(),
+            detail,
+        })?;
+        // dlopen caches by path and by inode: a fresh copy is the only way to
+        // get a second version of the same library into the process. The
+        // bytes checked above are the bytes loaded, whatever happens to
+        // `source` meanwhile.
+        write_private_copy(&copy, &bytes).map_err(|error| Error::Read {
+            path: copy.clone(),
+            source: Arc::new(error),
         })?;
         // SAFETY: loading runs the library's initializers; that is the
         // inherent risk of loading code, documented on `Hot::open`. RTLD_LOCAL
@@ -219,6 +227,20 @@ impl Drop for Library {
     }
 }
 
+/// Writes `bytes` to a new file only the current user can read and write.
+fn write_private_copy(copy: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(copy)?;
+    file.write_all(bytes).inspect_err(|_| {
+        let _ = std::fs::remove_file(copy);
+    })
+}
+
 fn failure(status: u8, message: RString) -> Failure {
     Failure {
         panicked: status == STATUS_PANICKED,
@@ -273,10 +295,44 @@ fn resolve(
         // SAFETY of the 'static: the library's layout is only borrowed for this
         // check; the errors are rendered to a String before returning.
         check_layout_compatibility_with_globals(spec.layout, entry.layout, &globals)
-            .map_err(|errors| changed(errors.to_string()))?;
+            .map_err(|errors| changed(summarize_layout_errors(&errors.to_string())))?;
         entries.push((*spec, entry.call));
     }
     Ok(Resolved { entries })
+}
+
+/// The gist of `abi_stable`'s layout report, which prints both layouts in
+/// full: one line per mismatch, naming the type and what differs.
+fn summarize_layout_errors(report: &str) -> String {
+    let mut summary = Vec::new();
+    let mut current_type = "";
+    let mut lines = report.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        if line == "Layout of expected type:" {
+            while let Some(line) = lines.next() {
+                if let Some(name) = line.strip_prefix("type:") {
+                    current_type = name;
+                    break;
+                }
+            }
+        } else if let Some(kind) = line.strip_prefix("Error:") {
+            let mut detail = Vec::new();
+            while let Some(line) =
+                lines.next_if(|line| !line.is_empty() && !line.starts_with("Error:"))
+            {
+                detail.push(line);
+            }
+            summary.push(format!(
+                "  in `{current_type}`: {kind} ({})",
+                detail.join(" ")
+            ));
+        }
+    }
+    if summary.is_empty() {
+        report.to_owned()
+    } else {
+        summary.join("\n")
+    }
 }
 
 /// A module function panicked; carries its message.

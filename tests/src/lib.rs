@@ -1,1 +1,220 @@
+//! Support for the integration tests: builds the fixture module crates into
+//! real cdylibs, once per test run, and stages them where a `Hot` opens them.
+//!
+//! `counter-v1`, `counter-v2`, `counter-bad-abi` and `greeter` are crates in
+//! `fixtures/` (the first and last are workspace members: this crate links
+//! them as the test host). The other variants are version 1 with one visible edit,
+//! written to a scratch crate and built like the rest, so each differs from
+//! version 1 in exactly the way its name says.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A module library the tests can load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fixture {
+    /// What the test host is compiled against.
+    V1,
+    /// New behaviour, a gained and a dropped state field, an added function.
+    V2,
+    /// Version 1 with `increment` taking `u32` instead of `u64`.
+    ChangedSignature,
+    /// Version 1 without `greet`.
+    MissingFunction,
+    /// Version 1 whose `setup` panics.
+    SetupPanics,
+    /// Version 1 whose `setup` returns an error.
+    SetupFails,
+    /// Version 1 calling a symbol nothing defines: `dlopen` refuses it.
+    Unresolved,
+    /// A hand-written header claiming another `abi_stable` ABI.
+    BadAbi,
+    /// A second module crate with two modules.
+    Greeter,
+}
+
+/// A fixture that is version 1 with one edit: `(find, replace)`.
+struct Edit {
+    name: &'static str,
+    find: &'static str,
+    replace: &'static str,
+}
+
+impl Fixture {
+    fn edit(self) -> Option<Edit> {
+        let edit = |name, find, replace| {
+            Some(Edit {
+                name,
+                find,
+                replace,
+            })
+        };
+        match self {
+            Self::ChangedSignature => edit(
+                "counter-changed-sig",
+                "pub fn increment(state: &mut State, by: u64) -> u64 {\n        state.count += by;",
+                "pub fn increment(state: &mut State, by: u32) -> u64 {\n        state.count += u64::from(by);",
+            ),
+            Self::MissingFunction => edit(
+                "counter-missing-fn",
+                "pub fn greet(name: &str) -> String {\n        format!(\"hello, {name}\")\n    }",
+                "",
+            ),
+            Self::SetupPanics => edit(
+                "counter-setup-panics",
+                "pub fn setup(prev: Option<State>) -> State {\n        prev.unwrap_or_default()",
+                "pub fn setup(prev: Option<State>) -> State {\n        panic!(\"setup refuses to start (offered a count of {})\", prev.map_or(0, |state| state.count))",
+            ),
+            Self::SetupFails => edit(
+                "counter-setup-fails",
+                "pub fn setup(prev: Option<State>) -> State {\n        prev.unwrap_or_default()",
+                "pub fn setup(prev: Option<State>) -> Result<State, String> {\n        match prev {\n            Some(state) if state.count > 0 => Err(format!(\"will not take over a count of {}\", state.count)),\n            other => Ok(other.unwrap_or_default()),\n        }",
+            ),
+            Self::Unresolved => edit(
+                "counter-unresolved",
+                "pub fn version() -> u32 {\n        1\n    }",
+                "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_symbol_that_nothing_defines() -> u32;\n        }\n        // SAFETY: never runs: dlopen refuses the library first.\n        unsafe { hotswap_test_symbol_that_nothing_defines() }\n    }",
+            ),
+            _ => None,
+        }
+    }
+
+    fn crate_dir(self) -> &'static str {
+        match self {
+            Self::V2 => "counter-v2",
+            Self::BadAbi => "counter-bad-abi",
+            Self::Greeter => "greeter",
+            _ => "counter-v1",
+        }
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// The built library of `fixture`, built on first use in this process.
+pub fn library(fixture: Fixture) -> PathBuf {
+    // Held while building: fixtures share a target dir and a library name.
+    static BUILT: Mutex<Option<HashMap<Fixture, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(&fixture) {
+        return path.clone();
+    }
+    let root = workspace_root();
+    let modules = root.join("target/hotswap-modules");
+    let base = root.join("tests/fixtures").join(fixture.crate_dir());
+    let (crate_dir, name) = match fixture.edit() {
+        None => (base.clone(), fixture.crate_dir()),
+        Some(edit) => (
+            edited_crate(&base, &modules.join("edited").join(edit.name), &edit),
+            edit.name,
+        ),
+    };
+    let manifest =
+        std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("read fixture manifest");
+    if manifest.contains("[workspace]") {
+        // Same dependency versions as the workspace, so cargo reuses its builds.
+        std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock"))
+            .expect("copy Cargo.lock");
+    }
+    if fixture != Fixture::Greeter {
+        // Cargo names a cdylib without a hash, so every version of `counter`
+        // writes `deps/libcounter.so` in this target dir, and cargo would call
+        // a build fresh although another version overwrote its output.
+        // Cleaning the package rebuilds just this crate, not its dependencies.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["clean", "--quiet", "--package", "counter", "--target-dir"])
+            .arg(&modules)
+            .arg("--manifest-path")
+            .arg(crate_dir.join("Cargo.toml"))
+            .status()
+            .expect("run cargo clean");
+        assert!(status.success(), "cargo clean -p counter failed");
+    }
+    let output = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
+        .unwrap_or_else(|error| panic!("building fixture {fixture:?}: {error}"));
+    let stable = modules.join("fixtures").join(format!("{name}.so"));
+    std::fs::create_dir_all(stable.parent().expect("has a parent")).expect("create fixtures dir");
+    std::fs::copy(&output, &stable).expect("copy built library");
+    built.insert(fixture, stable.clone());
+    stable
+}
+
+fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
+    let source = std::fs::read_to_string(base.join("src/lib.rs")).expect("read base source");
+    assert!(
+        source.contains(edit.find),
+        "fixture {}: the edit no longer applies to {}",
+        edit.name,
+        base.display()
+    );
+    let runtime = workspace_root().join("hotswap-runtime");
+    let manifest = std::fs::read_to_string(base.join("Cargo.toml"))
+        .expect("read base manifest")
+        .replace("\"../../../hotswap-runtime\"", &format!("{:?}", runtime.display().to_string()))
+        // Outside the workspace's member list: its own workspace.
+        + "\n[workspace]\n";
+    std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
+    write_if_changed(&scratch.join("Cargo.toml"), &manifest);
+    write_if_changed(
+        &scratch.join("src/lib.rs"),
+        &source.replace(edit.find, edit.replace),
+    );
+    scratch.to_owned()
+}
+
+/// Rewriting identical bytes would only make cargo rebuild for nothing.
+fn write_if_changed(path: &Path, contents: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {
+        std::fs::write(path, contents).expect("write scratch file");
+    }
+}
+
+/// A private directory holding the library path a `Hot` is opened on; tests
+/// replace what is at that path the way a build would.
+pub struct Stage {
+    dir: tempfile::TempDir,
+}
+
+impl Stage {
+    /// A stage holding `fixture`.
+    pub fn with(fixture: Fixture) -> Self {
+        let stage = Self {
+            dir: tempfile::tempdir().expect("create stage"),
+        };
+        stage.put(fixture);
+        stage
+    }
+
+    /// Where the library is.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("libcounter.so")
+    }
+
+    /// Replaces the library with `fixture`, atomically (write, then rename).
+    pub fn put(&self, fixture: Fixture) {
+        self.put_bytes(&std::fs::read(library(fixture)).expect("read fixture"));
+    }
+
+    /// Replaces the library with `bytes`, atomically.
+    pub fn put_bytes(&self, bytes: &[u8]) {
+        let next = self.dir.path().join("next.so");
+        std::fs::write(&next, bytes).expect("write staged library");
+        std::fs::rename(&next, self.path()).expect("rename staged library");
+    }
+
+    /// Removes the library.
+    pub fn remove(&self) {
+        std::fs::remove_file(self.path()).expect("remove staged library");
+    }
+}
