@@ -4,7 +4,6 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
 use syn::{Item, ItemMod};
 
 use crate::parse::{self, Function, Lifecycle, Module, Receiver};
@@ -345,10 +344,7 @@ fn lifecycle_impl(lifecycle: &Lifecycle) -> TokenStream {
             ::core::option::Option::None
         }),
     };
-    let state_check = quote_spanned!(state.span()=> #p::assert_state::<#state>(););
     quote! {
-        const _: () = { #state_check };
-
         impl #p::Lifecycle for __HotModule {
             type State = #state;
             type Handoff = #handoff;

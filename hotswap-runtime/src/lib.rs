@@ -157,15 +157,4 @@ pub mod __private {
 
     /// Compile-time check that `T` may cross the boundary as it is.
     pub const fn assert_crosses<T: CrossesBoundary>() {}
-
-    /// The module state is shared between threads.
-    #[diagnostic::on_unimplemented(
-        message = "the state type `{Self}` must be `Send + Sync`",
-        note = "the host calls the module from any thread; use `Mutex`/atomics instead of `Cell`/`RefCell`/`Rc` in the state"
-    )]
-    pub trait ThreadSafeState {}
-    impl<T: Send + Sync> ThreadSafeState for T {}
-
-    /// Compile-time check that the state type is `Send + Sync`.
-    pub const fn assert_state<T: ThreadSafeState>() {}
 }
