@@ -4,7 +4,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::{Item, ItemMod};
+use syn::ItemMod;
 
 use crate::parse::{self, Function, Lifecycle, Module, Receiver};
 use crate::types;
@@ -27,7 +27,7 @@ pub(crate) fn hot_module(args: TokenStream, input: TokenStream) -> TokenStream {
             let generated = generate(&module);
             let generated: syn::File = syn::parse2(generated).expect("generated items parse");
             if let Some((_, items)) = &mut item.content {
-                items.extend(generated.items.into_iter().map(Item::from));
+                items.extend(generated.items);
             }
             quote!(#item)
         }
@@ -207,9 +207,9 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
         .params
         .iter()
         .zip(&vars)
-        .map(|(param, var)| param.carried.from_ffi(quote!(#var), 0));
+        .map(|(param, var)| param.carried.ffi_to_rust(quote!(#var), 0));
     let result = match &function.ret {
-        Some(carried) => carried.to_ffi(quote!(__hotswap_ret), 0),
+        Some(carried) => carried.rust_to_ffi(quote!(__hotswap_ret), 0),
         None => quote!(__hotswap_ret),
     };
     let (receiver, call_trait, state_param, state_arg) = match (function.receiver, state) {
@@ -274,10 +274,10 @@ fn guard_method(function: &Function) -> TokenStream {
     let converted = function
         .params
         .iter()
-        .map(|param| param.carried.to_ffi(param.name.to_token_stream(), 0));
+        .map(|param| param.carried.rust_to_ffi(param.name.to_token_stream(), 0));
     let ret_type = function.ret_type.as_ref().map(|ty| quote!(-> #ty));
     let back = match &function.ret {
-        Some(carried) => carried.from_ffi(quote!(__hotswap_ret), 0),
+        Some(carried) => carried.ffi_to_rust(quote!(__hotswap_ret), 0),
         None => quote!(__hotswap_ret),
     };
     let (call, invoke, state) = match function.receiver {
@@ -299,6 +299,7 @@ fn guard_method(function: &Function) -> TokenStream {
     };
     quote_spanned! {function.ident.span()=>
         #(#docs)*
+        #[allow(clippy::too_many_arguments)]
         pub fn #ident(&self, #(#params),*) #ret_type {
             let __hotswap_args = #args(#p::PhantomData, #(#converted),*);
             self.__pinned.#call(|#closure_params| {
@@ -339,8 +340,9 @@ fn lifecycle_impl(lifecycle: &Lifecycle) -> TokenStream {
             __hotswap_state
         ))),
         (Some(_), false) => quote!(::core::option::Option::Some(__hotswap_state)),
+        // Nothing to hand over: the state drops here, in the module.
         (None, false) => quote!({
-            ::core::mem::drop(__hotswap_state);
+            let _ = __hotswap_state;
             ::core::option::Option::None
         }),
     };

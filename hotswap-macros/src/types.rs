@@ -190,7 +190,7 @@ impl Carried {
     }
 
     /// Converts the Rust value `value` into its FFI form.
-    pub(crate) fn to_ffi(&self, value: TokenStream, depth: usize) -> TokenStream {
+    pub(crate) fn rust_to_ffi(&self, value: TokenStream, depth: usize) -> TokenStream {
         let p = quote!(::hotswap_runtime::__private);
         let x = format_ident!("__hotswap_x{depth}");
         match self {
@@ -201,16 +201,16 @@ impl Carried {
             Self::Slice(_) => quote!(#p::RSlice::from_slice(#value)),
             Self::Vec(inner) if inner.is_same() => quote!(#p::RVec::from(#value)),
             Self::Vec(inner) => {
-                let convert = inner.to_ffi(quote!(#x), depth + 1);
+                let convert = inner.rust_to_ffi(quote!(#x), depth + 1);
                 quote!(::core::iter::Iterator::collect::<#p::RVec<_>>(::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#value), |#x| #convert)))
             }
             Self::Option(inner) => {
-                let convert = inner.to_ffi(quote!(#x), depth + 1);
+                let convert = inner.rust_to_ffi(quote!(#x), depth + 1);
                 quote!(#p::ROption::from(::core::option::Option::map(#value, |#x| #convert)))
             }
             Self::Result(ok, err) => {
-                let ok = ok.to_ffi(quote!(#x), depth + 1);
-                let err = err.to_ffi(quote!(#x), depth + 1);
+                let ok = ok.rust_to_ffi(quote!(#x), depth + 1);
+                let err = err.rust_to_ffi(quote!(#x), depth + 1);
                 quote!(#p::RResult::from(::core::result::Result::map_err(::core::result::Result::map(#value, |#x| #ok), |#x| #err)))
             }
             Self::Tuple(elems) => {
@@ -221,14 +221,14 @@ impl Carried {
                 let converted = elems
                     .iter()
                     .zip(&vars)
-                    .map(|(elem, var)| elem.to_ffi(quote!(#var), depth + 1));
+                    .map(|(elem, var)| elem.rust_to_ffi(quote!(#var), depth + 1));
                 quote!({ let (#(#vars,)*) = #value; #p::#name(#(#converted),*) })
             }
         }
     }
 
     /// Converts the FFI value `value` back into the Rust type.
-    pub(crate) fn from_ffi(&self, value: TokenStream, depth: usize) -> TokenStream {
+    pub(crate) fn ffi_to_rust(&self, value: TokenStream, depth: usize) -> TokenStream {
         let p = quote!(::hotswap_runtime::__private);
         let x = format_ident!("__hotswap_x{depth}");
         match self {
@@ -239,16 +239,16 @@ impl Carried {
             Self::Slice(_) => quote!(#p::RSlice::as_slice(&#value)),
             Self::Vec(inner) if inner.is_same() => quote!(#p::RVec::into_vec(#value)),
             Self::Vec(inner) => {
-                let convert = inner.from_ffi(quote!(#x), depth + 1);
+                let convert = inner.ffi_to_rust(quote!(#x), depth + 1);
                 quote!(::core::iter::Iterator::collect::<::std::vec::Vec<_>>(::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#value), |#x| #convert)))
             }
             Self::Option(inner) => {
-                let convert = inner.from_ffi(quote!(#x), depth + 1);
+                let convert = inner.ffi_to_rust(quote!(#x), depth + 1);
                 quote!(::core::option::Option::map(#p::ROption::into_option(#value), |#x| #convert))
             }
             Self::Result(ok, err) => {
-                let ok = ok.from_ffi(quote!(#x), depth + 1);
-                let err = err.from_ffi(quote!(#x), depth + 1);
+                let ok = ok.ffi_to_rust(quote!(#x), depth + 1);
+                let err = err.ffi_to_rust(quote!(#x), depth + 1);
                 quote!(::core::result::Result::map_err(::core::result::Result::map(#p::RResult::into_result(#value), |#x| #ok), |#x| #err))
             }
             Self::Tuple(elems) => {
@@ -259,7 +259,7 @@ impl Carried {
                 let converted = elems
                     .iter()
                     .zip(&vars)
-                    .map(|(elem, var)| elem.from_ffi(quote!(#var), depth + 1));
+                    .map(|(elem, var)| elem.ffi_to_rust(quote!(#var), depth + 1));
                 quote!({ let #p::#name(#(#vars),*) = #value; (#(#converted,)*) })
             }
         }

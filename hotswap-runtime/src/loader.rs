@@ -309,7 +309,7 @@ fn summarize_layout_errors(report: &str) -> String {
     let mut lines = report.lines().map(str::trim).peekable();
     while let Some(line) = lines.next() {
         if line == "Layout of expected type:" {
-            while let Some(line) = lines.next() {
+            for line in lines.by_ref() {
                 if let Some(name) = line.strip_prefix("type:") {
                     current_type = name;
                     break;

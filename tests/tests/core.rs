@@ -122,7 +122,8 @@ fn reload_swaps_code_and_hands_state_over() {
 #[test]
 fn refused_swaps_name_the_cause_and_keep_the_old_version_serving() {
     type Check = fn(&Error) -> bool;
-    let cases: Vec<(&str, Box<dyn Fn(&Stage)>, Check, &str)> = vec![
+    type Case = (&'static str, Box<dyn Fn(&Stage)>, Check, &'static str);
+    let cases: Vec<Case> = vec![
         ("missing file", Box::new(|stage| stage.remove()), |e| matches!(e, Error::Read { .. }), "cannot read module library"),
         (
             "garbage file",
