@@ -133,6 +133,15 @@ pub enum Error {
         /// What cargo printed.
         output: String,
     },
+
+    /// The library's directory could not be watched for new builds.
+    #[error("cannot watch {} for new builds: {detail}", path.display())]
+    Watch {
+        /// The library or directory.
+        path: PathBuf,
+        /// What the watcher said.
+        detail: String,
+    },
 }
 
 /// `libloading` says "dlopen failed" and keeps the loader's reason as the

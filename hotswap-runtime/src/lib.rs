@@ -108,15 +108,20 @@
 mod abi;
 mod build;
 mod error;
+mod events;
 mod export;
 mod hot;
 mod integrity;
 mod loader;
 mod module;
+pub mod residency;
+mod swap;
+mod watch;
 
 pub use build::build_module;
 pub use error::Error;
-pub use hot::{Hot, Options};
+pub use events::{SwapEvent, SwapTimings};
+pub use hot::{Hot, Options, SwapMode};
 pub use hotswap_macros::hot_module;
 
 /// What generated code uses. Not public API: no stability guarantees.

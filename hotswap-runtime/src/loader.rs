@@ -13,6 +13,7 @@
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
+use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -30,12 +31,14 @@ use crate::abi::{
 use crate::error::Error;
 use crate::export::Signature;
 use crate::integrity::check_shared_library;
+use crate::residency::is_mapped;
 use crate::module::{FnSpec, Resolved, Shim};
 
 /// A module library loaded from a private copy. Dropping it unloads the
 /// library and deletes the copy.
 pub(crate) struct Library {
-    handle: ManuallyDrop<RawLibrary>,
+    /// `None` once closed.
+    handle: Option<RawLibrary>,
     descriptor: NonNull<ModuleDescriptor>,
     copy: PathBuf,
 }
@@ -63,31 +66,25 @@ pub(crate) struct Failure {
 }
 
 impl Library {
-    /// Copies `source` to `copy`, loads the copy and checks it against what
-    /// the host was compiled with.
+    /// Writes `bytes` (read from `source`) to `copy`, loads the copy and
+    /// checks it against what the host was compiled with. Returns the time
+    /// spent loading and checking.
     pub(crate) fn open(
         source: &Path,
+        bytes: &[u8],
         copy: PathBuf,
         crate_name: &str,
         module: &'static str,
         functions: &[FnSpec],
-    ) -> Result<(Self, Resolved), Error> {
-        let bytes = std::fs::read(source).map_err(|error| Error::Read {
-            path: source.to_owned(),
-            source: Arc::new(error),
-        })?;
-        check_shared_library(&bytes).map_err(|detail| Error::Malformed {
-            path: source.to_owned(),
-            detail,
-        })?;
+    ) -> Result<(Self, Resolved, Duration), Error> {
+        check_shared_library(bytes)
+            .map_err(|detail| Error::Malformed { path: source.to_owned(), detail })?;
         // dlopen caches by path and by inode: a fresh copy is the only way to
         // get a second version of the same library into the process. The
         // bytes checked above are the bytes loaded, whatever happens to
         // `source` meanwhile.
-        write_private_copy(&copy, &bytes).map_err(|error| Error::Read {
-            path: copy.clone(),
-            source: Arc::new(error),
-        })?;
+        write_private_copy(&copy, bytes)
+            .map_err(|error| Error::Read { path: copy.clone(), source: Arc::new(error) })?;
         // SAFETY: loading runs the library's initializers; that is the
         // inherent risk of loading code, documented on `Hot::open`. RTLD_LOCAL
         // keeps its symbols from interposing on anything else.
@@ -95,12 +92,10 @@ impl Library {
             Ok(handle) => handle,
             Err(error) => {
                 let _ = std::fs::remove_file(&copy);
-                return Err(Error::Load {
-                    path: source.to_owned(),
-                    source: Arc::new(error),
-                });
+                return Err(Error::Load { path: source.to_owned(), source: Arc::new(error) });
             }
         };
+        let loaded = Instant::now();
         let symbol = abi::symbol_name(crate_name, module);
         // SAFETY: a symbol lookup; the address is only read below after the
         // magic bytes confirm it is a module header.
@@ -108,11 +103,7 @@ impl Library {
             .ok()
             .map(|symbol| *symbol)
             .filter(|header| !header.is_null());
-        let mut library = Self {
-            handle: ManuallyDrop::new(handle),
-            descriptor: NonNull::dangling(),
-            copy,
-        };
+        let mut library = Self { handle: Some(handle), descriptor: NonNull::dangling(), copy };
         let Some(header) = header else {
             return Err(Error::NotAModule {
                 path: source.to_owned(),
@@ -158,11 +149,12 @@ impl Library {
             )));
         }
         let resolved = resolve(source, descriptor, module, functions)?;
-        Ok((library, resolved))
+        Ok((library, resolved, loaded.elapsed()))
     }
 
     pub(crate) fn descriptor(&self) -> &ModuleDescriptor {
-        // SAFETY: points into the library image, which lives as long as `self`.
+        // SAFETY: points into the library image, which stays loaded until
+        // `close`, which takes `self`.
         unsafe { self.descriptor.as_ref() }
     }
 
@@ -212,18 +204,38 @@ impl Library {
     }
 }
 
-impl Drop for Library {
-    fn drop(&mut self) {
-        // SAFETY: nothing created by this library outlives it: every call
-        // converts module-made values (RString, RVec) to host values before
-        // returning, and the state was torn down by the module itself.
-        let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
+impl Library {
+    /// The private copy this library was loaded from.
+    pub(crate) fn copy(&self) -> &Path {
+        &self.copy
+    }
+
+    /// Unloads the library and deletes its copy. Returns whether the library
+    /// is still mapped afterwards (`dlclose` does not unmap a library that
+    /// registered thread-local destructors, among other reasons).
+    pub(crate) fn close(mut self) -> bool {
+        self.unload()
+    }
+
+    fn unload(&mut self) -> bool {
+        let Some(handle) = self.handle.take() else { return false };
+        // SAFETY (of closing): nothing created by this library outlives it:
+        // every call converts module-made values (RString, RVec) to host values
+        // before returning, and the state was torn down by the module itself.
         if let Err(error) = handle.close() {
             tracing::warn!(copy = %self.copy.display(), %error, "dlclose failed");
         }
+        let resident = is_mapped(&self.copy);
         if let Err(error) = std::fs::remove_file(&self.copy) {
             tracing::warn!(copy = %self.copy.display(), %error, "cannot remove private copy");
         }
+        resident
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        self.unload();
     }
 }
 

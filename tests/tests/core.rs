@@ -7,12 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use counter::counter::{Hot, Point};
-use hotswap_runtime::{Error, Options};
+use hotswap_runtime::{Error, Options, SwapMode};
 use hotswap_tests::{library, Fixture, Stage};
+
+/// These tests swap with explicit `reload()` calls: nothing in the background.
+fn open_manual(path: impl AsRef<std::path::Path>) -> Result<Hot, Error> {
+    Hot::open_with(path, Options::new().swap_mode(SwapMode::Manual))
+}
 
 /// Opens version 1 and brings its state to a known count and note.
 fn serving_v1(stage: &Stage) -> Hot {
-    let hot = Hot::open(stage.path()).expect("open version 1");
+    let hot = open_manual(stage.path()).expect("open version 1");
     hot.get().increment(7);
     hot.get().set_note("kept");
     hot
@@ -39,7 +44,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 #[test]
 fn typed_calls_reach_the_loaded_library() {
     let stage = Stage::with(Fixture::V1);
-    let hot = Hot::open(stage.path()).unwrap();
+    let hot = open_manual(stage.path()).unwrap();
     let module = hot.get();
     assert_eq!(module.version(), 1);
     assert_eq!(module.increment(5), 5);
@@ -53,7 +58,7 @@ fn typed_calls_reach_the_loaded_library() {
 #[test]
 fn every_supported_type_crosses_both_ways() {
     let stage = Stage::with(Fixture::V1);
-    let hot = Hot::open(stage.path()).unwrap();
+    let hot = open_manual(stage.path()).unwrap();
     let m = hot.get();
     assert_eq!(m.numbers(-1, -2, -3, -4, 5, 6, 7, 8, -9), 7.0);
     assert_eq!(m.floats(1.5, 3.0), (3.0, 1.5));
@@ -213,7 +218,7 @@ fn refused_swaps_name_the_cause_and_keep_the_old_version_serving() {
 #[test]
 fn open_refuses_what_reload_refuses() {
     let stage = Stage::with(Fixture::ChangedSignature);
-    let error = Hot::open(stage.path()).expect_err("changed signature");
+    let error = open_manual(stage.path()).expect_err("changed signature");
     assert!(
         matches!(
             error,
@@ -225,7 +230,7 @@ fn open_refuses_what_reload_refuses() {
         "{error:?}"
     );
     stage.put(Fixture::SetupPanics);
-    let error = Hot::open(stage.path()).expect_err("setup panics");
+    let error = open_manual(stage.path()).expect_err("setup panics");
     assert!(
         error
             .to_string()
@@ -233,7 +238,7 @@ fn open_refuses_what_reload_refuses() {
         "{error}"
     );
     stage.remove();
-    assert!(matches!(Hot::open(stage.path()), Err(Error::Read { .. })));
+    assert!(matches!(open_manual(stage.path()), Err(Error::Read { .. })));
 }
 
 #[test]
@@ -282,10 +287,11 @@ fn a_guard_held_across_a_swap_stays_valid() {
 #[test]
 fn two_module_crates_link_and_load_side_by_side() {
     let stage = Stage::with(Fixture::V1);
-    let counter = Hot::open(stage.path()).unwrap();
+    let counter = open_manual(stage.path()).unwrap();
     let greeter_lib = library(Fixture::Greeter);
     let greeting = greeter::greeting::Hot::open(&greeter_lib).unwrap();
     let tally = greeter::counter::Hot::open(&greeter_lib).unwrap();
+    // (These two watch the fixture directory; nothing changes there.)
     assert_eq!(counter.get().increment(2), 2);
     assert_eq!(tally.get().add(-5), -5);
     assert_eq!(greeting.get().greet("both"), "greetings, both");
@@ -304,7 +310,7 @@ fn hot_is_shared_across_threads_and_swaps_lose_no_update() {
 
     let stage = Stage::with(Fixture::V1);
     library(Fixture::V2); // build before the clock starts
-    let hot = Arc::new(Hot::open(stage.path()).unwrap());
+    let hot = Arc::new(open_manual(stage.path()).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..3)
@@ -342,7 +348,8 @@ fn dropping_hot_tears_down_and_removes_private_copies() {
     let stage = Stage::with(Fixture::V1);
     let copies = tempfile::tempdir().unwrap();
     let marker = copies.path().join("teardown-ran");
-    let hot = Hot::open_with(stage.path(), Options::new().copy_dir(copies.path())).unwrap();
+    let options = Options::new().copy_dir(copies.path()).swap_mode(SwapMode::Manual);
+    let hot = Hot::open_with(stage.path(), options).unwrap();
     hot.get().increment(41);
     hot.get().set_teardown_marker(marker.display().to_string());
     stage.put(Fixture::V2);

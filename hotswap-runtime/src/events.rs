@@ -1,0 +1,86 @@
+//! Swap events: what a host can subscribe to, besides the `tracing` log.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Something that happened to a module's versions.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SwapEvent {
+    /// A new version is serving.
+    Swapped {
+        /// The module.
+        module: &'static str,
+        /// Generation that served before.
+        from: u64,
+        /// Generation serving now.
+        to: u64,
+        /// How long each phase took.
+        timings: SwapTimings,
+    },
+    /// A build was refused; the previous version keeps serving. Reported
+    /// once per refused build (by content), not on every retry.
+    Refused {
+        /// The module.
+        module: &'static str,
+        /// Why.
+        error: Error,
+    },
+    /// A retired version left the address space and its copy was deleted.
+    Unloaded {
+        /// The module.
+        module: &'static str,
+        /// The version's generation.
+        generation: u64,
+    },
+    /// A retired version was closed but is still mapped (on glibc, a library
+    /// that registered a thread-local destructor stays until that thread
+    /// exits). Its copy was deleted; the mapping keeps the file's contents.
+    StayedResident {
+        /// The module.
+        module: &'static str,
+        /// The version's generation.
+        generation: u64,
+        /// The private copy that is still mapped.
+        copy: PathBuf,
+    },
+}
+
+/// Phases of one swap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwapTimings {
+    /// Reading the new build, checking it is a complete library, writing
+    /// the private copy and `dlopen`ing it.
+    pub load: Duration,
+    /// Checking the header and every function's layout.
+    pub check: Duration,
+    /// `teardown` → handoff → `setup` under the state lock: the only time
+    /// stateful callers wait.
+    pub critical_section: Duration,
+}
+
+/// Fans events out to every subscriber; dropped subscribers are forgotten.
+#[derive(Clone, Default)]
+pub(crate) struct EventHub {
+    subscribers: Arc<Mutex<Vec<Sender<SwapEvent>>>>,
+}
+
+impl EventHub {
+    pub(crate) fn subscribe(&self) -> Receiver<SwapEvent> {
+        let (sender, receiver) = channel();
+        self.lock().push(sender);
+        receiver
+    }
+
+    pub(crate) fn emit(&self, event: SwapEvent) {
+        self.lock().retain(|subscriber| subscriber.send(event.clone()).is_ok());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<SwapEvent>>> {
+        self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
