@@ -77,10 +77,13 @@ impl EventHub {
     }
 
     pub(crate) fn emit(&self, event: SwapEvent) {
-        self.lock().retain(|subscriber| subscriber.send(event.clone()).is_ok());
+        self.lock()
+            .retain(|subscriber| subscriber.send(event.clone()).is_ok());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<SwapEvent>>> {
-        self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -89,7 +89,10 @@ impl<M: HotModule> Hot<M> {
         let copies = tempfile::Builder::new()
             .prefix("hotswap-")
             .tempdir_in(&base)
-            .map_err(|error| Error::Read { path: base.clone(), source: Arc::new(error) })?;
+            .map_err(|error| Error::Read {
+                path: base.clone(),
+                source: Arc::new(error),
+            })?;
         let shared = Arc::new(Shared::<M>::open(source, copies)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
         let watcher = match options.swap_mode {
@@ -115,7 +118,10 @@ impl<M: HotModule> Hot<M> {
         if self.shared.has_pending.load(Ordering::Acquire) {
             self.shared.take_offer();
         }
-        M::guard(Pinned { shared: &self.shared, version: self.shared.current.load_full() })
+        M::guard(Pinned {
+            shared: &self.shared,
+            version: self.shared.current.load_full(),
+        })
     }
 
     /// Swaps in the library now at the path given to `open`, whether or not
@@ -192,7 +198,10 @@ impl<M: HotModule> Pinned<'_, M> {
     }
 
     /// Calls a `&State` function on the version that owns the state.
-    pub fn call_shared<R>(&self, call: impl FnOnce(&M::Table, &SharedState<'_>) -> Result<R, ModulePanic>) -> R {
+    pub fn call_shared<R>(
+        &self,
+        call: impl FnOnce(&M::Table, &SharedState<'_>) -> Result<R, ModulePanic>,
+    ) -> R {
         let slot = read(&self.shared.state);
         let outcome = match &slot.state {
             SlotState::Live(state) => call(&slot.version.table, &state.shared()),
@@ -221,7 +230,10 @@ impl<M: HotModule> Pinned<'_, M> {
 }
 
 fn state_lost<M: HotModule>(reason: &str) -> ModulePanic {
-    ModulePanic(format!("module `{}` has no live state: {reason}", M::MODULE))
+    ModulePanic(format!(
+        "module `{}` has no live state: {reason}",
+        M::MODULE
+    ))
 }
 
 /// Resumes a module panic in the caller, carrying the module's message.

@@ -13,10 +13,10 @@
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use abi_stable::abi_stability::abi_checking::{
     check_layout_compatibility_with_globals, CheckingGlobals,
@@ -31,8 +31,8 @@ use crate::abi::{
 use crate::error::Error;
 use crate::export::Signature;
 use crate::integrity::check_shared_library;
-use crate::residency::is_mapped;
 use crate::module::{FnSpec, Resolved, Shim};
+use crate::residency::is_mapped;
 
 /// A module library loaded from a private copy. Dropping it unloads the
 /// library and deletes the copy.
@@ -77,14 +77,18 @@ impl Library {
         module: &'static str,
         functions: &[FnSpec],
     ) -> Result<(Self, Resolved, Duration), Error> {
-        check_shared_library(bytes)
-            .map_err(|detail| Error::Malformed { path: source.to_owned(), detail })?;
+        check_shared_library(bytes).map_err(|detail| Error::Malformed {
+            path: source.to_owned(),
+            detail,
+        })?;
         // dlopen caches by path and by inode: a fresh copy is the only way to
         // get a second version of the same library into the process. The
         // bytes checked above are the bytes loaded, whatever happens to
         // `source` meanwhile.
-        write_private_copy(&copy, bytes)
-            .map_err(|error| Error::Read { path: copy.clone(), source: Arc::new(error) })?;
+        write_private_copy(&copy, bytes).map_err(|error| Error::Read {
+            path: copy.clone(),
+            source: Arc::new(error),
+        })?;
         // SAFETY: loading runs the library's initializers; that is the
         // inherent risk of loading code, documented on `Hot::open`. RTLD_LOCAL
         // keeps its symbols from interposing on anything else.
@@ -92,7 +96,10 @@ impl Library {
             Ok(handle) => handle,
             Err(error) => {
                 let _ = std::fs::remove_file(&copy);
-                return Err(Error::Load { path: source.to_owned(), source: Arc::new(error) });
+                return Err(Error::Load {
+                    path: source.to_owned(),
+                    source: Arc::new(error),
+                });
             }
         };
         let loaded = Instant::now();
@@ -103,7 +110,11 @@ impl Library {
             .ok()
             .map(|symbol| *symbol)
             .filter(|header| !header.is_null());
-        let mut library = Self { handle: Some(handle), descriptor: NonNull::dangling(), copy };
+        let mut library = Self {
+            handle: Some(handle),
+            descriptor: NonNull::dangling(),
+            copy,
+        };
         let Some(header) = header else {
             return Err(Error::NotAModule {
                 path: source.to_owned(),
@@ -218,7 +229,9 @@ impl Library {
     }
 
     fn unload(&mut self) -> bool {
-        let Some(handle) = self.handle.take() else { return false };
+        let Some(handle) = self.handle.take() else {
+            return false;
+        };
         // SAFETY (of closing): nothing created by this library outlives it:
         // every call converts module-made values (RString, RVec) to host values
         // before returning, and the state was torn down by the module itself.

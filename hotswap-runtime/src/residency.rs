@@ -26,7 +26,10 @@ pub fn is_mapped(path: &Path) -> bool {
 
 /// How many distinct files under `dir` are mapped.
 pub fn mapped_files_under(dir: &Path) -> usize {
-    let mut files: Vec<String> = mapped_paths().into_iter().filter(|name| Path::new(name).starts_with(dir)).collect();
+    let mut files: Vec<String> = mapped_paths()
+        .into_iter()
+        .filter(|name| Path::new(name).starts_with(dir))
+        .collect();
     files.sort_unstable();
     files.dedup();
     files.len()

@@ -22,8 +22,10 @@ pub(crate) struct Build {
 
 impl Build {
     pub(crate) fn read(path: &Path) -> Result<Self, Error> {
-        let bytes =
-            std::fs::read(path).map_err(|error| Error::Read { path: path.to_owned(), source: Arc::new(error) })?;
+        let bytes = std::fs::read(path).map_err(|error| Error::Read {
+            path: path.to_owned(),
+            source: Arc::new(error),
+        })?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -44,18 +46,26 @@ pub(crate) struct Version<M: HotModule> {
 
 impl<M: HotModule> Version<M> {
     fn library(&self) -> &Library {
-        self.library.as_ref().expect("a version has its library until it drops")
+        self.library
+            .as_ref()
+            .expect("a version has its library until it drops")
     }
 }
 
 impl<M: HotModule> Drop for Version<M> {
     fn drop(&mut self) {
-        let Some(library) = self.library.take() else { return };
+        let Some(library) = self.library.take() else {
+            return;
+        };
         let copy = library.copy().to_owned();
         let (module, generation) = (M::MODULE, self.generation);
         if library.close() {
             tracing::warn!(module, generation, copy = %copy.display(), "retired version stayed resident after dlclose");
-            self.events.emit(SwapEvent::StayedResident { module, generation, copy });
+            self.events.emit(SwapEvent::StayedResident {
+                module,
+                generation,
+                copy,
+            });
         } else {
             tracing::debug!(module, generation, "retired version unloaded");
             self.events.emit(SwapEvent::Unloaded { module, generation });
@@ -71,7 +81,10 @@ pub(crate) enum SlotState {
     Live(StatePtr),
     /// Neither version could take the handed-over state; kept for the next
     /// swap.
-    Lost { handoff: Option<Vec<u8>>, reason: String },
+    Lost {
+        handoff: Option<Vec<u8>>,
+        reason: String,
+    },
 }
 
 /// The state together with the version that owns it: a stateful call always
@@ -110,7 +123,11 @@ impl<M: HotModule> Shared<M> {
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
             Err(failure) => {
-                return Err(Error::Setup { module: M::MODULE, panicked: failure.panicked, message: failure.message })
+                return Err(Error::Setup {
+                    module: M::MODULE,
+                    panicked: failure.panicked,
+                    message: failure.message,
+                })
             }
         };
         let version = Arc::new(version);
@@ -170,27 +187,45 @@ impl<M: HotModule> Shared<M> {
     /// and reports the outcome.
     pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
         let mut serving_digest = lock(&self.swapping);
-        let result = build.map_or_else(|| Build::read(&self.source), Ok).and_then(|build| {
-            self.swap_in(&build)?;
-            *serving_digest = build.digest;
-            Ok(())
-        });
-        match &result {
-            Ok(()) => *lock(&self.last_error) = None,
+        let result = build
+            .map_or_else(|| Build::read(&self.source), Ok)
+            .and_then(|build| {
+                let swapped = self.swap_in(&build)?;
+                *serving_digest = build.digest;
+                Ok(swapped)
+            });
+        match result {
+            Ok(swapped) => {
+                *lock(&self.last_error) = None;
+                // Reported once the swap is fully recorded.
+                self.events.emit(swapped);
+                Ok(())
+            }
             Err(error) => {
                 tracing::warn!(module = M::MODULE, %error, "swap refused; the serving version keeps serving");
                 *lock(&self.last_error) = Some(error.clone());
-                self.events.emit(SwapEvent::Refused { module: M::MODULE, error: error.clone() });
+                self.events.emit(SwapEvent::Refused {
+                    module: M::MODULE,
+                    error: error.clone(),
+                });
+                Err(error)
             }
         }
-        result
     }
 
-    fn swap_in(&self, build: &Build) -> Result<(), Error> {
+    /// Loads `build` and swaps it in; returns the `Swapped` event to report.
+    fn swap_in(&self, build: &Build) -> Result<SwapEvent, Error> {
         let started = Instant::now();
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
-        let (next, check) = load::<M>(&self.source, build, &self.copies, &self.loads, to, &self.events)?;
+        let (next, check) = load::<M>(
+            &self.source,
+            build,
+            &self.copies,
+            &self.loads,
+            to,
+            &self.events,
+        )?;
         let next = Arc::new(next);
         let load = started.elapsed() - check;
 
@@ -206,7 +241,11 @@ impl<M: HotModule> Shared<M> {
                     // The state was consumed by the failed teardown: the old
                     // version starts afresh rather than serving without state.
                     slot.state = setup_or_lost(&old, None, "teardown failed");
-                    return Err(Error::Teardown { module: M::MODULE, panicked: failure.panicked, message: failure.message });
+                    return Err(Error::Teardown {
+                        module: M::MODULE,
+                        panicked: failure.panicked,
+                        message: failure.message,
+                    });
                 }
             },
         };
@@ -217,16 +256,31 @@ impl<M: HotModule> Shared<M> {
                 self.current.store(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
-                let timings = SwapTimings { load, check, critical_section: critical.elapsed() };
+                let timings = SwapTimings {
+                    load,
+                    check,
+                    critical_section: critical.elapsed(),
+                };
                 tracing::info!(module = M::MODULE, from, to, ?timings, "hot module swapped");
-                self.events.emit(SwapEvent::Swapped { module: M::MODULE, from, to, timings });
-                Ok(())
+                Ok(SwapEvent::Swapped {
+                    module: M::MODULE,
+                    from,
+                    to,
+                    timings,
+                })
             }
             Err(failure) => {
-                let error = Error::Setup { module: M::MODULE, panicked: failure.panicked, message: failure.message };
+                let error = Error::Setup {
+                    module: M::MODULE,
+                    panicked: failure.panicked,
+                    message: failure.message,
+                };
                 slot.state = setup_or_lost(&old, handoff, &error.to_string());
                 if let SlotState::Lost { reason, .. } = &slot.state {
-                    return Err(Error::StateLost { module: M::MODULE, reason: reason.clone() });
+                    return Err(Error::StateLost {
+                        module: M::MODULE,
+                        reason: reason.clone(),
+                    });
                 }
                 Err(error)
             }
@@ -236,7 +290,10 @@ impl<M: HotModule> Shared<M> {
 
 impl<M: HotModule> Drop for Shared<M> {
     fn drop(&mut self) {
-        let slot = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let SlotState::Live(state) = mem::replace(&mut slot.state, SlotState::Stateless) {
             if let Err(failure) = slot.version.library().teardown(state, false) {
                 tracing::warn!(module = M::MODULE, message = %failure.message, "teardown failed while dropping the module");
@@ -254,18 +311,42 @@ fn load<M: HotModule>(
     generation: u64,
     events: &EventHub,
 ) -> Result<(Version<M>, std::time::Duration), Error> {
-    let file_name = source.file_name().map_or_else(|| "module".into(), |name| name.to_string_lossy());
-    let copy = copies.path().join(format!("{}.{file_name}", loads.fetch_add(1, Ordering::Relaxed)));
-    let (library, resolved, check) = Library::open(source, &build.bytes, copy, M::CRATE, M::MODULE, M::FUNCTIONS)?;
-    let version = Version { table: M::table(&resolved), generation, library: Some(library), events: events.clone() };
+    let file_name = source
+        .file_name()
+        .map_or_else(|| "module".into(), |name| name.to_string_lossy());
+    let copy = copies.path().join(format!(
+        "{}.{file_name}",
+        loads.fetch_add(1, Ordering::Relaxed)
+    ));
+    let (library, resolved, check) = Library::open(
+        source,
+        &build.bytes,
+        copy,
+        M::CRATE,
+        M::MODULE,
+        M::FUNCTIONS,
+    )?;
+    let version = Version {
+        table: M::table(&resolved),
+        generation,
+        library: Some(library),
+        events: events.clone(),
+    };
     Ok((version, check))
 }
 
-fn setup_or_lost<M: HotModule>(version: &Version<M>, handoff: Option<Vec<u8>>, why: &str) -> SlotState {
+fn setup_or_lost<M: HotModule>(
+    version: &Version<M>,
+    handoff: Option<Vec<u8>>,
+    why: &str,
+) -> SlotState {
     match version.library().setup(handoff.as_deref()) {
         Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
         Err(failure) => SlotState::Lost {
-            reason: format!("{why}, and the serving version's setup could not take the state back: {}", failure.message),
+            reason: format!(
+                "{why}, and the serving version's setup could not take the state back: {}",
+                failure.message
+            ),
             handoff,
         },
     }
@@ -274,7 +355,9 @@ fn setup_or_lost<M: HotModule>(version: &Version<M>, handoff: Option<Vec<u8>>, w
 // Module code never runs while a lock is held in a way that can poison it
 // (panics are caught at the boundary), so poisoning carries no information.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -282,5 +365,6 @@ pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

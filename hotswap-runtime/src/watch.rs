@@ -42,10 +42,16 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) fn start<M: HotModule>(shared: Arc<Shared<M>>, mode: SwapMode) -> Result<Self, Error> {
+    pub(crate) fn start<M: HotModule>(
+        shared: Arc<Shared<M>>,
+        mode: SwapMode,
+    ) -> Result<Self, Error> {
         let (sender, receiver) = channel();
         let events = sender.clone();
-        let watch_error = |error: notify::Error| Error::Watch { path: shared.source.clone(), detail: error.to_string() };
+        let watch_error = |error: notify::Error| Error::Watch {
+            path: shared.source.clone(),
+            detail: error.to_string(),
+        };
         let mut fs = notify::recommended_watcher(move |event| {
             let _ = events.send(Message::FileEvent(event));
         })
@@ -56,12 +62,20 @@ impl Watcher {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
             _ => PathBuf::from("."),
         };
-        fs.watch(&directory, RecursiveMode::NonRecursive).map_err(watch_error)?;
+        fs.watch(&directory, RecursiveMode::NonRecursive)
+            .map_err(watch_error)?;
         let thread = std::thread::Builder::new()
             .name(format!("hotswap-watch-{}", M::MODULE))
             .spawn(move || watch(&shared, &receiver, mode))
-            .map_err(|error| Error::Watch { path: directory, detail: error.to_string() })?;
-        Ok(Self { stop: sender, thread: Some(thread), _fs: fs })
+            .map_err(|error| Error::Watch {
+                path: directory,
+                detail: error.to_string(),
+            })?;
+        Ok(Self {
+            stop: sender,
+            thread: Some(thread),
+            _fs: fs,
+        })
     }
 }
 
@@ -102,7 +116,9 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
                 false
             }
         };
-        let Some(build) = read_finished(path) else { continue };
+        let Some(build) = read_finished(path) else {
+            continue;
+        };
         if build.digest == shared.serving_digest() || reported == Some(build.digest) {
             incomplete_since = None;
             continue;
@@ -115,9 +131,15 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
             }
             incomplete_since = None;
             reported = Some(build.digest);
-            let error = Error::Malformed { path: path.to_owned(), detail };
+            let error = Error::Malformed {
+                path: path.to_owned(),
+                detail,
+            };
             tracing::warn!(module = M::MODULE, %error, "new build refused; the serving version keeps serving");
-            shared.events.emit(SwapEvent::Refused { module: M::MODULE, error });
+            shared.events.emit(SwapEvent::Refused {
+                module: M::MODULE,
+                error,
+            });
             continue;
         }
         incomplete_since = None;
@@ -161,7 +183,13 @@ fn settle(receiver: &Receiver<Message>, path: &Path) -> Wake {
 
 fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
     match event {
-        Ok(event) => !event.kind.is_access() && event.paths.iter().any(|changed| changed.file_name() == path.file_name()),
+        Ok(event) => {
+            !event.kind.is_access()
+                && event
+                    .paths
+                    .iter()
+                    .any(|changed| changed.file_name() == path.file_name())
+        }
         // Lost events (queue overflow): look at the file to be sure.
         Err(_) => true,
     }

@@ -28,17 +28,22 @@ pub enum Fixture {
     SetupFails,
     /// Version 1 calling a symbol nothing defines: `dlopen` refuses it.
     Unresolved,
+    /// Version 1 whose `teardown` panics.
+    TeardownPanics,
+    /// Version 1 whose `version()` uses a thread-local with a destructor (in
+    /// a helper outside the hot module, as a dependency would): glibc keeps
+    /// such a library mapped after `dlclose` until the thread exits.
+    ThreadLocalDestructor,
     /// A hand-written header claiming another `abi_stable` ABI.
     BadAbi,
     /// A second module crate with two modules.
     Greeter,
 }
 
-/// A fixture that is version 1 with one edit: `(find, replace)`.
+/// A fixture that is version 1 with edits: `(find, replace)` pairs.
 struct Edit {
     name: &'static str,
-    find: &'static str,
-    replace: &'static str,
+    changes: Vec<(&'static str, &'static str)>,
 }
 
 impl Fixture {
@@ -46,8 +51,7 @@ impl Fixture {
         let edit = |name, find, replace| {
             Some(Edit {
                 name,
-                find,
-                replace,
+                changes: vec![(find, replace)],
             })
         };
         match self {
@@ -76,6 +80,21 @@ impl Fixture {
                 "pub fn version() -> u32 {\n        1\n    }",
                 "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_symbol_that_nothing_defines() -> u32;\n        }\n        // SAFETY: never runs: dlopen refuses the library first.\n        unsafe { hotswap_test_symbol_that_nothing_defines() }\n    }",
             ),
+            Self::TeardownPanics => edit(
+                "counter-teardown-panics",
+                "pub fn teardown(state: State) -> State {\n        if !state",
+                "pub fn teardown(state: State) -> State {\n        if state.count < u64::MAX {\n            panic!(\"teardown gives up at a count of {}\", state.count);\n        }\n        if !state",
+            ),
+            Self::ThreadLocalDestructor => Some(Edit {
+                name: "counter-tls-destructor",
+                changes: vec![
+                    (
+                        "use hotswap_runtime::hot_module;",
+                        "use hotswap_runtime::hot_module;\n\npub struct Noisy(u32);\n\nimpl Drop for Noisy {\n    fn drop(&mut self) {\n        self.0 = 0;\n    }\n}\n\nthread_local! {\n    static NOISY: std::cell::RefCell<Noisy> = const { std::cell::RefCell::new(Noisy(1)) };\n}\n\npub fn touch_thread_local() -> u32 {\n    NOISY.with(|noisy| noisy.borrow().0)\n}",
+                    ),
+                    ("pub fn version() -> u32 {\n        1\n    }", "pub fn version() -> u32 {\n        crate::touch_thread_local()\n    }"),
+                ],
+            }),
             _ => None,
         }
     }
@@ -150,14 +169,44 @@ pub fn library(fixture: Fixture) -> PathBuf {
     stable
 }
 
+/// `library(fixture)` without debug info: about a tenth of the size, for
+/// tests that load a library a thousand times.
+pub fn stripped_library(fixture: Fixture) -> PathBuf {
+    // Once per process: tests run in parallel and must not read a file that
+    // `strip` is still writing.
+    static STRIPPED: Mutex<Option<HashMap<Fixture, PathBuf>>> = Mutex::new(None);
+    let mut stripped = STRIPPED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let stripped = stripped.get_or_insert_with(HashMap::new);
+    if let Some(path) = stripped.get(&fixture) {
+        return path.clone();
+    }
+    let full = library(fixture);
+    let output = full.with_extension("stripped.so");
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&full)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .expect("run strip (binutils)");
+    assert!(status.success(), "strip failed on {}", full.display());
+    stripped.insert(fixture, output.clone());
+    output
+}
+
 fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
-    let source = std::fs::read_to_string(base.join("src/lib.rs")).expect("read base source");
-    assert!(
-        source.contains(edit.find),
-        "fixture {}: the edit no longer applies to {}",
-        edit.name,
-        base.display()
-    );
+    let mut source = std::fs::read_to_string(base.join("src/lib.rs")).expect("read base source");
+    for (find, replace) in &edit.changes {
+        assert!(
+            source.contains(find),
+            "fixture {}: the edit no longer applies to {}",
+            edit.name,
+            base.display()
+        );
+        source = source.replace(find, replace);
+    }
     let runtime = workspace_root().join("hotswap-runtime");
     let manifest = std::fs::read_to_string(base.join("Cargo.toml"))
         .expect("read base manifest")
@@ -166,10 +215,7 @@ fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
         + "\n[workspace]\n";
     std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
     write_if_changed(&scratch.join("Cargo.toml"), &manifest);
-    write_if_changed(
-        &scratch.join("src/lib.rs"),
-        &source.replace(edit.find, edit.replace),
-    );
+    write_if_changed(&scratch.join("src/lib.rs"), &source);
     scratch.to_owned()
 }
 
@@ -204,6 +250,11 @@ impl Stage {
     /// Replaces the library with `fixture`, atomically (write, then rename).
     pub fn put(&self, fixture: Fixture) {
         self.put_bytes(&std::fs::read(library(fixture)).expect("read fixture"));
+    }
+
+    /// Replaces the library with a copy of `file`, atomically.
+    pub fn put_file(&self, file: &Path) {
+        self.put_bytes(&std::fs::read(file).expect("read library"));
     }
 
     /// Replaces the library with `bytes`, atomically.

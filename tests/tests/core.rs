@@ -348,7 +348,9 @@ fn dropping_hot_tears_down_and_removes_private_copies() {
     let stage = Stage::with(Fixture::V1);
     let copies = tempfile::tempdir().unwrap();
     let marker = copies.path().join("teardown-ran");
-    let options = Options::new().copy_dir(copies.path()).swap_mode(SwapMode::Manual);
+    let options = Options::new()
+        .copy_dir(copies.path())
+        .swap_mode(SwapMode::Manual);
     let hot = Hot::open_with(stage.path(), options).unwrap();
     hot.get().increment(41);
     hot.get().set_teardown_marker(marker.display().to_string());

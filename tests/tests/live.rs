@@ -1,0 +1,361 @@
+//! Swaps in a process that keeps serving: background detection, swap
+//! modes, concurrent callers and faults during swaps.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use counter::counter::Hot;
+use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
+use hotswap_tests::{library, stripped_library, Fixture, Stage};
+
+/// Generous: these tests check that things happen, not how fast (the
+/// benchmarks measure that).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn open(stage: &Stage, mode: SwapMode) -> Hot {
+    Hot::open_with(stage.path(), Options::new().swap_mode(mode)).expect("open version 1")
+}
+
+/// The next event, or a panic naming what was awaited.
+fn next_event(events: &Receiver<SwapEvent>, awaited: &str) -> SwapEvent {
+    events
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("no event while waiting for {awaited}"))
+}
+
+fn next_swap_or_refusal(events: &Receiver<SwapEvent>) -> SwapEvent {
+    loop {
+        match next_event(events, "a swap or a refusal") {
+            event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. }) => return event,
+            _ => continue,
+        }
+    }
+}
+
+/// Nothing but unload reports arrives for `quiet`.
+fn assert_no_swap_or_refusal(events: &Receiver<SwapEvent>, quiet: Duration) {
+    let deadline = Instant::now() + quiet;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. })) => {
+                panic!("unexpected {event:?}")
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_renamed_build_is_picked_up_in_the_background() {
+    let stage = Stage::with(Fixture::V1);
+    library(Fixture::V2);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(5);
+    let replaced = Instant::now();
+    stage.put(Fixture::V2); // write beside, then rename over
+    match next_swap_or_refusal(&events) {
+        SwapEvent::Swapped {
+            from: 0,
+            to: 1,
+            timings,
+            ..
+        } => {
+            println!(
+                "renamed build serving after {:?} ({timings:?})",
+                replaced.elapsed()
+            );
+        }
+        other => panic!("expected a swap, got {other:?}"),
+    }
+    assert_eq!(
+        (hot.get().version(), hot.get().count(), hot.generation()),
+        (2, 5, 1)
+    );
+}
+
+#[test]
+fn a_hard_linked_build_is_picked_up_like_cargo_output() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(3);
+    // What cargo does to target/debug/libX.so: remove, then hard-link the new build.
+    let built = stage.path().with_file_name("deps-libcounter.so");
+    std::fs::copy(library(Fixture::V2), &built).unwrap();
+    std::fs::remove_file(stage.path()).unwrap();
+    std::fs::hard_link(&built, stage.path()).unwrap();
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { to: 1, .. }
+    ));
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 3));
+}
+
+#[test]
+fn rewriting_the_same_bytes_is_not_a_change() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    stage.put(Fixture::V1); // same bytes, new inode and mtime
+    std::fs::File::options()
+        .append(true)
+        .open(stage.path())
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    assert_eq!(hot.generation(), 0);
+    // The watcher is alive: a real change is taken.
+    stage.put(Fixture::V2);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { .. }
+    ));
+}
+
+#[test]
+fn a_half_written_build_is_never_loaded() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(2);
+    let bytes = std::fs::read(library(Fixture::V2)).unwrap();
+    // Written in place, slowly, the way `cp` or a linker would.
+    let mut file = std::fs::File::create(stage.path()).unwrap();
+    use std::io::Write;
+    let chunks: Vec<&[u8]> = bytes.chunks(bytes.len() / 4 + 1).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        file.write_all(chunk).unwrap();
+        file.flush().unwrap();
+        if index + 1 < chunks.len() {
+            std::thread::sleep(Duration::from_millis(150));
+            assert_eq!(
+                hot.get().version(),
+                1,
+                "serving version 1 while the build is incomplete"
+            );
+        }
+    }
+    drop(file);
+    match next_swap_or_refusal(&events) {
+        SwapEvent::Swapped { to: 1, .. } => {}
+        other => panic!("a partial build was reported instead of waited for: {other:?}"),
+    }
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 2));
+}
+
+#[test]
+fn a_refused_build_is_reported_once_and_the_next_good_one_is_taken() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(4);
+    stage.put(Fixture::ChangedSignature);
+    match next_swap_or_refusal(&events) {
+        SwapEvent::Refused {
+            error:
+                Error::SignatureChanged {
+                    function: "increment",
+                    ..
+                },
+            ..
+        } => {}
+        other => panic!("expected a refusal naming `increment`, got {other:?}"),
+    }
+    assert!(matches!(
+        hot.last_error(),
+        Some(Error::SignatureChanged { .. })
+    ));
+    // The same refused bytes again: not retried, not reported again.
+    stage.put(Fixture::ChangedSignature);
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    assert_eq!((hot.get().version(), hot.get().count()), (1, 4));
+
+    stage.put(Fixture::V2);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { to: 1, .. }
+    ));
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 4));
+    assert!(hot.last_error().is_none());
+}
+
+#[test]
+fn on_get_mode_swaps_in_the_get_that_sees_the_change() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::OnGet);
+    let events = hot.subscribe();
+    hot.get().increment(1);
+    stage.put(Fixture::V2);
+    // Without a get(), nothing swaps...
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    assert_eq!(hot.generation(), 0);
+    // ...and the first get() after detection does it, on the calling thread.
+    let deadline = Instant::now() + PATIENCE;
+    while hot.get().version() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no get() picked the new build up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((hot.generation(), hot.get().count()), (1, 1));
+}
+
+#[test]
+fn manual_mode_swaps_only_on_reload() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Manual);
+    let events = hot.subscribe();
+    stage.put(Fixture::V2);
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    assert_eq!(hot.get().version(), 1);
+    hot.reload().unwrap();
+    assert_eq!(hot.get().version(), 2);
+}
+
+#[test]
+fn concurrent_callers_lose_no_update_across_dozens_of_swaps() {
+    let stage = Stage::with(Fixture::V1);
+    let (v1, v2) = (stripped_library(Fixture::V1), stripped_library(Fixture::V2));
+    let hot = Arc::new(open(&stage, SwapMode::Manual));
+    let stop = Arc::new(AtomicBool::new(false));
+    let increments = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let (hot, stop, increments) = (hot.clone(), stop.clone(), increments.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let module = hot.get();
+                    let before = module.count();
+                    let after = module.increment(1);
+                    assert!(
+                        after > before,
+                        "a state update went backwards: {before} -> {after}"
+                    );
+                    increments.fetch_add(1, Ordering::Relaxed);
+                    // Stateless calls run on whichever version the guard pinned.
+                    assert!(module.greet("w").ends_with(", w"));
+                    if worker == 0 {
+                        assert!(matches!(module.version(), 1 | 2));
+                    }
+                }
+            })
+        })
+        .collect();
+    for swap in 0..40 {
+        stage.put_file(if swap % 2 == 0 { &v2 } else { &v1 });
+        hot.reload().expect("swap under load");
+    }
+    stop.store(true, Ordering::Relaxed);
+    workers
+        .into_iter()
+        .for_each(|worker| worker.join().expect("worker"));
+    assert_eq!(hot.generation(), 40);
+    assert!(increments.load(Ordering::Relaxed) > 0);
+    assert_eq!(hot.get().count(), increments.load(Ordering::Relaxed));
+}
+
+#[test]
+fn panics_in_calls_during_swaps_are_contained() {
+    let stage = Stage::with(Fixture::V1);
+    let (v1, v2) = (stripped_library(Fixture::V1), stripped_library(Fixture::V2));
+    let hot = Arc::new(open(&stage, SwapMode::Manual));
+    let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicU64::new(0));
+    let panicker = {
+        let (hot, stop, completed) = (hot.clone(), stop.clone(), completed.clone());
+        std::thread::spawn(move || {
+            let mut panics = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Updates 1 then panics while holding the state.
+                let result = catch_unwind(AssertUnwindSafe(|| hot.get().increment_then_fail(1)));
+                let message = *result
+                    .expect_err("always panics")
+                    .downcast::<String>()
+                    .unwrap();
+                assert!(
+                    message.contains("failed after incrementing to"),
+                    "{message}"
+                );
+                completed.fetch_add(1, Ordering::Relaxed);
+                panics += 1;
+            }
+            panics
+        })
+    };
+    for swap in 0..20 {
+        stage.put_file(if swap % 2 == 0 { &v2 } else { &v1 });
+        hot.reload().expect("swap while a caller panics");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let panics = panicker
+        .join()
+        .expect("the panicking caller's thread survives");
+    assert!(panics > 0);
+    assert_eq!(
+        hot.get().count(),
+        completed.load(Ordering::Relaxed),
+        "every update before each panic is kept"
+    );
+}
+
+#[test]
+fn a_panicking_teardown_is_reported_and_the_old_version_keeps_serving() {
+    let stage = Stage::with(Fixture::TeardownPanics);
+    let hot = open(&stage, SwapMode::Manual);
+    hot.get().increment(9);
+    stage.put(Fixture::V2);
+    let error = hot.reload().expect_err("teardown panics");
+    assert!(
+        matches!(error, Error::Teardown { panicked: true, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("teardown gives up at a count of 9"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("the state was lost"), "{error}");
+    // Not hidden: the old version serves, set up afresh.
+    assert_eq!(
+        (hot.get().version(), hot.get().count(), hot.generation()),
+        (1, 0, 0)
+    );
+    assert_eq!(hot.get().increment(1), 1);
+}
+
+#[test]
+fn a_version_that_stays_mapped_is_reported_not_hidden() {
+    let stage = Stage::with(Fixture::ThreadLocalDestructor);
+    let hot = open(&stage, SwapMode::Manual);
+    let events = hot.subscribe();
+    // This thread now holds a thread-local (with a destructor) of the library.
+    assert_eq!(hot.get().version(), 1);
+    stage.put(Fixture::V2);
+    hot.reload().unwrap();
+    let copy = loop {
+        match next_event(&events, "the retired version's unload report") {
+            SwapEvent::StayedResident {
+                generation: 0,
+                copy,
+                ..
+            } => break copy,
+            SwapEvent::Unloaded { generation: 0, .. } => {
+                panic!("reported unloaded, but its thread-local destructor is pending")
+            }
+            _ => continue,
+        }
+    };
+    assert!(
+        hotswap_runtime::residency::is_mapped(&copy),
+        "the report matches the address space"
+    );
+    assert!(!copy.exists(), "its copy is deleted all the same");
+    assert_eq!(hot.get().version(), 2);
+}
