@@ -65,6 +65,10 @@
 //!
 //! # How a swap works
 //!
+//! 0. [`Hot::open`] starts a watcher on the library's directory. A new build
+//!    is taken once its writer has finished and its SHA-256 differs from the
+//!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
+//!    (default), the next [`Hot::get`] does, or only [`Hot::reload`].
 //! 1. The library is copied to a private directory under a unique name
 //!    (`dlopen` caches by path and inode) and loaded with
 //!    `RTLD_NOW | RTLD_LOCAL`.
@@ -79,7 +83,11 @@
 //!    host-owned buffer, and the new `setup` decodes it. If that fails the old
 //!    `setup` takes the same bytes back and the old version keeps serving.
 //! 4. The old version is unloaded, and its copy deleted, when the last guard
-//!    pinning it drops.
+//!    pinning it drops. Whether it really left the address space is checked
+//!    and reported ([`SwapEvent::StayedResident`]).
+//!
+//! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
+//! and a `tracing` record.
 //!
 //! # State handoff
 //!

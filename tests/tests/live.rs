@@ -39,11 +39,10 @@ fn next_swap_or_refusal(events: &Receiver<SwapEvent>) -> SwapEvent {
 fn assert_no_swap_or_refusal(events: &Receiver<SwapEvent>, quiet: Duration) {
     let deadline = Instant::now() + quiet;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match events.recv_timeout(left) {
-            Ok(event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. })) => {
-                panic!("unexpected {event:?}")
-            }
-            Ok(_) | Err(_) => {}
+        if let Ok(event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. })) =
+            events.recv_timeout(left)
+        {
+            panic!("unexpected {event:?}")
         }
     }
 }
