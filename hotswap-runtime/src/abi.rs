@@ -137,9 +137,9 @@ impl std::fmt::Display for AbiStableVersion {
 /// The exported root of a module library.
 #[repr(C)]
 pub struct ModuleHeader {
-    /// Always [`MAGIC`].
+    /// Always `MAGIC`.
     pub magic: [u8; 16],
-    /// Always [`HEADER_VERSION`] of the runtime that built the library.
+    /// Always `HEADER_VERSION` of the runtime that built the library.
     pub header_version: u32,
     /// The `abi_stable` version the library was built with.
     pub abi_stable: AbiStableVersion,
@@ -168,7 +168,7 @@ pub struct ModuleDescriptor {
     pub crate_name: RStr<'static>,
     /// The crate's version.
     pub crate_version: RStr<'static>,
-    /// Always [`HANDOFF_FORMAT`] of the runtime that built the library.
+    /// Always `HANDOFF_FORMAT` of the runtime that built the library.
     pub handoff_format: RStr<'static>,
     /// Every exported function.
     pub functions: RSlice<'static, FnEntry>,
