@@ -144,7 +144,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Writes the outcome of a call into the host's slots.
+/// Writes the outcome of `setup`/`teardown`, which may also fail without
+/// panicking, into the host's slots.
 ///
 /// # Safety
 /// `ret` and `message` must be valid for writes of their types.
@@ -153,18 +154,20 @@ unsafe fn finish<R>(
     ret: *mut R,
     message: *mut RString,
 ) -> u8 {
-    let (status, text) = match outcome {
+    match outcome {
         Ok(Ok(value)) => {
             // SAFETY: the caller guarantees `ret` is valid for writes.
             unsafe { ret.write(value) };
-            return STATUS_OK;
+            STATUS_OK
         }
-        Ok(Err(text)) => (STATUS_FAILED, text),
-        Err(payload) => (STATUS_PANICKED, panic_message(&*payload)),
-    };
-    // SAFETY: the caller guarantees `message` is valid for writes.
-    unsafe { message.write(RString::from(text)) };
-    status
+        Ok(Err(text)) => {
+            // SAFETY: the caller guarantees `message` is valid for writes.
+            unsafe { message.write(RString::from(text)) };
+            STATUS_FAILED
+        }
+        // SAFETY: the caller guarantees `message` is valid for writes.
+        Err(payload) => unsafe { report_panic(payload, message) },
+    }
 }
 
 // SAFETY (all three shims): the host calls these only through a `Shim`
@@ -174,6 +177,38 @@ unsafe fn finish<R>(
 // slots, and `state` at the module's live `State` (for `Shared`/
 // `Exclusive`), locked shared or exclusively as the receiver demands.
 
+/// The call path of every shim: the return value is written inline, a
+/// panic goes to the out-of-line [`report_panic`].
+///
+/// # Safety
+/// `ret` and `message` must be valid for writes of their types.
+#[inline(always)]
+unsafe fn complete<R>(
+    outcome: std::thread::Result<R>,
+    ret: *mut c_void,
+    message: *mut RString,
+) -> u8 {
+    match outcome {
+        Ok(value) => {
+            // SAFETY: the caller guarantees `ret` is valid for writes of `R`.
+            unsafe { ret.cast::<R>().write(value) };
+            STATUS_OK
+        }
+        // SAFETY: the caller guarantees `message` is valid for writes.
+        Err(payload) => unsafe { report_panic(payload, message) },
+    }
+}
+
+/// # Safety
+/// `message` must be valid for writes.
+#[cold]
+#[inline(never)]
+unsafe fn report_panic(payload: Box<dyn std::any::Any + Send>, message: *mut RString) -> u8 {
+    // SAFETY: the caller guarantees `message` is valid for writes.
+    unsafe { message.write(RString::from(panic_message(&*payload))) };
+    STATUS_PANICKED
+}
+
 unsafe extern "C" fn stateless_shim<E: Stateless>(
     _state: *mut c_void,
     args: *mut c_void,
@@ -182,9 +217,9 @@ unsafe extern "C" fn stateless_shim<E: Stateless>(
 ) -> u8 {
     // SAFETY: see the contract above.
     let args = unsafe { args.cast::<E::Args<'_>>().read() };
-    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(args))));
+    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(args)));
     // SAFETY: see the contract above.
-    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+    unsafe { complete(outcome, ret, message) }
 }
 
 unsafe extern "C" fn shared_shim<E: Shared>(
@@ -200,9 +235,9 @@ unsafe extern "C" fn shared_shim<E: Shared>(
             args.cast::<E::Args<'_>>().read(),
         )
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(state, args))));
+    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(state, args)));
     // SAFETY: see the contract above.
-    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+    unsafe { complete(outcome, ret, message) }
 }
 
 unsafe extern "C" fn exclusive_shim<E: Exclusive>(
@@ -218,9 +253,9 @@ unsafe extern "C" fn exclusive_shim<E: Exclusive>(
             args.cast::<E::Args<'_>>().read(),
         )
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| Ok(E::call(state, args))));
+    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(state, args)));
     // SAFETY: see the contract above.
-    unsafe { finish(outcome, ret.cast::<E::Ret>(), message) }
+    unsafe { complete(outcome, ret, message) }
 }
 
 /// Decodes the previous version's handoff (if any) and runs `setup`.

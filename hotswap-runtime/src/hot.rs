@@ -107,7 +107,8 @@ impl<M: HotModule> Hot<M> {
     ///
     /// Never fails: if a new build cannot be swapped in, the old version
     /// keeps serving and the error is reported ([`Hot::last_error`],
-    /// [`SwapEvent::Refused`], the log). Its fast path reads two atomics.
+    /// [`SwapEvent::Refused`], the log). Its fast path reads atomics and
+    /// writes only to a slot of the calling thread.
     ///
     /// Keep the guard short-lived: the version it pinned stays loaded until
     /// it drops (it never blocks a swap). Its stateless calls run on the
@@ -118,9 +119,11 @@ impl<M: HotModule> Hot<M> {
         if self.shared.has_pending.load(Ordering::Acquire) {
             self.shared.take_offer();
         }
+        // `load` pins through a per-thread slot: no shared cache line is
+        // written, so callers on different threads do not slow each other.
         M::guard(Pinned {
             shared: &self.shared,
-            version: self.shared.current.load_full(),
+            version: self.shared.current.load(),
         })
     }
 
@@ -183,7 +186,7 @@ impl<M: HotModule> std::fmt::Debug for Hot<M> {
 /// A version pinned by a guard: the generated guard methods call through it.
 pub struct Pinned<'a, M: HotModule> {
     shared: &'a Shared<M>,
-    version: Arc<Version<M>>,
+    version: arc_swap::Guard<Arc<Version<M>>>,
 }
 
 impl<M: HotModule> Pinned<'_, M> {

@@ -66,7 +66,7 @@
 //! # How a swap works
 //!
 //! 0. [`Hot::open`] starts a watcher on the library's directory. A new build
-//!    is taken once its writer has finished and its SHA-256 differs from the
+//!    is taken once its writer has finished and its content hash differs from the
 //!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
 //!    (default), the next [`Hot::get`] does, or only [`Hot::reload`].
 //! 1. The library is copied to a private directory under a unique name

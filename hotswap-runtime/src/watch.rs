@@ -97,7 +97,7 @@ enum Wake {
 
 fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: SwapMode) {
     let path = shared.source.as_path();
-    let mut reported: Option<[u8; 32]> = None;
+    let mut reported: Option<u128> = None;
     let mut incomplete_since: Option<std::time::Instant> = None;
     loop {
         // Wait for our file to change (or, with an incomplete build pending,

@@ -1,0 +1,215 @@
+//! One process, one machine, one run: the same `add(a, b)` called through a
+//! raw `extern "C"` function pointer, through hot-lib-reloader 0.8 and
+//! through hotswap; then stateful calls, swaps and the state handoff.
+//! Prints every figure and the ratios the project's targets are stated in.
+//!
+//! `cargo run --release -p hotswap-bench`
+
+use std::hint::black_box;
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use bench_module::bench::Hot;
+use hotswap_bench::{build, target_dir, Stage};
+use hotswap_runtime::{Options, SwapEvent, SwapMode};
+
+#[hot_lib_reloader::hot_module(dylib = "bench_dylib", lib_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/hotswap-bench/release"))]
+mod hot_lib {
+    hot_functions_from_file!("examples/bench-dylib/src/lib.rs");
+}
+
+const CALLS: u64 = 20_000_000;
+const ROUNDS: usize = 7;
+
+/// Median nanoseconds per call of `calls` calls of `body`, over [`ROUNDS`].
+fn per_call(calls: u64, mut body: impl FnMut(u64) -> u64) -> f64 {
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut acc = 0;
+            for _ in 0..calls {
+                acc = body(black_box(acc));
+            }
+            black_box(acc);
+            started.elapsed().as_nanos() as f64 / calls as f64
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[ROUNDS / 2]
+}
+
+/// Per-call nanoseconds when `threads` threads run `body` at once.
+fn per_call_threads<F: Fn(u64) -> u64 + Sync>(threads: usize, calls: u64, body: F) -> f64 {
+    let barrier = Barrier::new(threads);
+    let results: Vec<f64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    per_call(calls, &body)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    results.iter().sum::<f64>() / threads as f64
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn main() {
+    println!("building the benchmark libraries (release) ...");
+    let module_lib = build("bench-module");
+    let baseline_lib = build("bench-dylib");
+    assert_eq!(
+        baseline_lib.parent(),
+        Some(target_dir().join("release").as_path())
+    );
+
+    // SAFETY: our own benchmark library; `add_c` has exactly this signature.
+    let raw_library = unsafe { libloading::Library::new(&baseline_lib) }.expect("load baseline");
+    let raw: extern "C" fn(u64, u64) -> u64 = *unsafe { raw_library.get(b"add_c") }.expect("add_c");
+
+    let stage = Stage::with(&module_lib);
+    let hot =
+        Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect("open");
+
+    println!("\ncalls ({CALLS} per round, median of {ROUNDS} rounds):");
+    let raw_ns = per_call(CALLS, |acc| raw(acc, 1));
+    let guard = hot.get();
+    let held_ns = per_call(CALLS, |acc| guard.add(acc, 1));
+    drop(guard);
+    let get_ns = per_call(CALLS, |acc| hot.get().add(acc, 1));
+    let hlr_ns = per_call(CALLS / 10, |acc| hot_lib::add(acc, 1));
+    let get_2t = per_call_threads(2, CALLS, |acc| hot.get().add(acc, 1));
+    let hlr_2t = per_call_threads(2, CALLS / 10, |acc| hot_lib::add(acc, 1));
+    let mutex = Mutex::new(0u64);
+    let mutex_ns = per_call(CALLS, |acc| {
+        let mut value = mutex.lock().unwrap();
+        *value = raw(*value, 1);
+        acc ^ *value
+    });
+    let rwlock = std::sync::RwLock::new(0u64);
+    let rwlock_ns = per_call(CALLS, |acc| {
+        let mut value = rwlock.write().unwrap();
+        *value = raw(*value, 1);
+        acc ^ *value
+    });
+    let guard = hot.get();
+    let held_stateful_ns = per_call(CALLS, |acc| acc ^ guard.bump());
+    drop(guard);
+    let stateful_ns = per_call(CALLS, |acc| acc ^ hot.get().bump());
+    let row = |name: &str, ns: f64| println!("  {name:<46} {ns:>7.2} ns");
+    row("raw extern \"C\" fn pointer", raw_ns);
+    row("hotswap, held guard", held_ns);
+    row("hotswap, get() + call", get_ns);
+    row("hot-lib-reloader 0.8", hlr_ns);
+    row("hotswap, get() + call, 2 threads (per call)", get_2t);
+    row("hot-lib-reloader 0.8, 2 threads (per call)", hlr_2t);
+    row("uncontended Mutex + raw call", mutex_ns);
+    row("uncontended RwLock (write) + raw call", rwlock_ns);
+    row("hotswap, held guard, stateful call", held_stateful_ns);
+    row("hotswap, get() + stateful call", stateful_ns);
+
+    println!(
+        "\nswaps of a small module ({} KiB):",
+        std::fs::metadata(&module_lib).unwrap().len() / 1024
+    );
+    let events = hot.subscribe();
+    let bytes = std::fs::read(&module_lib).unwrap();
+    let mut totals = Vec::new();
+    let mut critical = Vec::new();
+    for round in 0..51u8 {
+        // Different bytes each time (a trailing byte the loader ignores),
+        // written and renamed like a build; `reload` takes it from there.
+        let mut build = bytes.clone();
+        build.push(round);
+        stage.put(&build);
+        let started = Instant::now();
+        hot.reload().expect("swap");
+        totals.push(started.elapsed());
+        if let Some(SwapEvent::Swapped { timings, .. }) = events
+            .try_iter()
+            .find(|e| matches!(e, SwapEvent::Swapped { .. }))
+        {
+            critical.push(timings.critical_section);
+        }
+    }
+    let (swap, held) = (median(totals), median(critical));
+    println!("  reload(), file ready to new version serving  {swap:>10.2?} (median of 51)");
+    println!("  of which callers were held                   {held:>10.2?}");
+
+    let watched = Hot::open(stage.path()).expect("open watched");
+    let watched_events = watched.subscribe();
+    let mut noticed = Vec::new();
+    for round in 0..21u8 {
+        let mut build = bytes.clone();
+        build.extend_from_slice(&[0xAA, round]);
+        let started = Instant::now();
+        stage.put(&build);
+        loop {
+            match watched_events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a swap")
+            {
+                SwapEvent::Swapped { .. } => break,
+                SwapEvent::Refused { error, .. } => panic!("{error}"),
+                _ => {}
+            }
+        }
+        noticed.push(started.elapsed());
+    }
+    let picked_up = median(noticed);
+    println!("  renamed build to serving, background watcher {picked_up:>10.2?} (median of 21)");
+    drop(watched);
+
+    println!("\nstate handoff (teardown -> MessagePack -> setup, inside the critical section):");
+    for megabytes in [1u64, 100] {
+        hot.get().fill(megabytes << 20);
+        let mut build = bytes.clone();
+        build.extend_from_slice(b"handoff");
+        build.push(megabytes as u8);
+        stage.put(&build);
+        let _ = events.try_iter().count();
+        hot.reload().expect("swap with a large state");
+        assert_eq!(hot.get().data_len(), (megabytes << 20) / 8);
+        let held = events
+            .try_iter()
+            .find_map(|event| match event {
+                SwapEvent::Swapped { timings, .. } => Some(timings.critical_section),
+                _ => None,
+            })
+            .expect("swapped");
+        let throughput = megabytes as f64 / held.as_secs_f64();
+        println!("  {megabytes:>3} MiB state: {held:>10.2?}  ({throughput:.0} MiB/s)");
+    }
+
+    println!("\nratios (targets in parentheses):");
+    println!(
+        "  held guard / raw pointer                  {:>6.2}x  (<= 1.5x)",
+        held_ns / raw_ns
+    );
+    println!(
+        "  hot-lib-reloader / get()+call             {:>6.2}x  (>= 8x)",
+        hlr_ns / get_ns
+    );
+    println!(
+        "  get()+call: 2 threads / 1 thread          {:>6.2}x  (<= 1.3x)",
+        get_2t / get_ns
+    );
+    println!(
+        "  held stateful call / (mutex + raw call)   {:>6.2}x  (<= 1x)",
+        held_stateful_ns / mutex_ns
+    );
+    println!("  swap median                               {swap:>9.2?}  (< 1 ms)");
+    println!(
+        "  callers held / swap                       {:>6.2}%",
+        100.0 * held.as_secs_f64() / swap.as_secs_f64()
+    );
+}
