@@ -3,8 +3,6 @@
 //! version serving with its state intact.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 use counter::counter::{Hot, Point};
 use hotswap_runtime::{Error, Options, SwapMode};
@@ -301,46 +299,6 @@ fn two_module_crates_link_and_load_side_by_side() {
     let error =
         greeter::counter::Hot::open(stage.path()).expect_err("counter crate is not greeter");
     assert!(matches!(error, Error::NotAModule { .. }), "{error:?}");
-}
-
-#[test]
-fn hot_is_shared_across_threads_and_swaps_lose_no_update() {
-    fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Hot>();
-
-    let stage = Stage::with(Fixture::V1);
-    library(Fixture::V2); // build before the clock starts
-    let hot = Arc::new(open_manual(stage.path()).unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..3)
-        .map(|_| {
-            let (hot, stop, calls) = (hot.clone(), stop.clone(), calls.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let module = hot.get();
-                    module.increment(1);
-                    assert!(module.greet("t").ends_with(", t"));
-                    calls.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for swap in 0..12 {
-        stage.put(if swap % 2 == 0 {
-            Fixture::V2
-        } else {
-            Fixture::V1
-        });
-        hot.reload().expect("swap under load");
-    }
-    stop.store(true, Ordering::Relaxed);
-    workers
-        .into_iter()
-        .for_each(|worker| worker.join().expect("worker"));
-    assert_eq!(hot.generation(), 12);
-    assert!(calls.load(Ordering::Relaxed) > 0);
-    assert_eq!(hot.get().count(), calls.load(Ordering::Relaxed));
 }
 
 #[test]

@@ -219,6 +219,9 @@ fn manual_mode_swaps_only_on_reload() {
 
 #[test]
 fn concurrent_callers_lose_no_update_across_dozens_of_swaps() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Hot>();
+
     let stage = Stage::with(Fixture::V1);
     let (v1, v2) = (stripped_library(Fixture::V1), stripped_library(Fixture::V2));
     let hot = Arc::new(open(&stage, SwapMode::Manual));
