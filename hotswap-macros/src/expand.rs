@@ -67,12 +67,13 @@ fn generate(module: &Module) -> TokenStream {
         .map(|function| &function.ident)
         .collect();
     let entries = module.functions.iter().map(|function| {
-        let marker = marker(function);
-        match function.receiver {
-            Receiver::None => quote!(#p::FnEntry::stateless::<#marker>()),
-            Receiver::Shared => quote!(#p::FnEntry::shared::<#marker>()),
-            Receiver::Exclusive => quote!(#p::FnEntry::exclusive::<#marker>()),
-        }
+        let (marker, shim) = (marker(function), shim(function));
+        let constructor = match function.receiver {
+            Receiver::None => quote!(stateless),
+            Receiver::Shared => quote!(shared),
+            Receiver::Exclusive => quote!(exclusive),
+        };
+        quote!(#p::FnEntry::#constructor::<#marker>(#shim as *const #p::c_void))
     });
     let count = module.functions.len();
     let methods = module.functions.iter().map(guard_method);
@@ -165,8 +166,8 @@ fn marker(function: &Function) -> syn::Ident {
     format_ident!("__hotswap_fn_{}", function.ident)
 }
 
-fn args_struct(function: &Function) -> syn::Ident {
-    format_ident!("__hotswap_args_{}", function.ident)
+fn shim(function: &Function) -> syn::Ident {
+    format_ident!("__hotswap_shim_{}", function.ident)
 }
 
 fn arg_vars(function: &Function) -> Vec<syn::Ident> {
@@ -186,7 +187,7 @@ fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
 /// exported function (module side).
 fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let p = quote!(::hotswap_runtime::__private);
-    let (marker, args) = (marker(function), args_struct(function));
+    let (marker, shim) = (marker(function), shim(function));
     let name = function.ident.to_string();
     let ident = &function.ident;
     let signature = &function.signature;
@@ -196,6 +197,12 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
         .params
         .iter()
         .map(|param| param.carried.ffi_type(&borrowed))
+        .collect();
+    let anonymous = quote!('_);
+    let arg_types_anon: Vec<_> = function
+        .params
+        .iter()
+        .map(|param| param.carried.ffi_type(&anonymous))
         .collect();
     let layout_types = function
         .params
@@ -212,20 +219,31 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
         Some(carried) => carried.rust_to_ffi(quote!(__hotswap_ret), 0),
         None => quote!(__hotswap_ret),
     };
-    let (receiver, call_trait, state_param, state_arg) = match (function.receiver, state) {
+    let (receiver, call_trait, state_param, state_arg, run) = match (function.receiver, state) {
         (Receiver::Shared, Some(state)) => (
             quote!(Shared),
             quote!(#p::Shared),
             quote!(__hotswap_state: &#state,),
             quote!(__hotswap_state,),
+            quote!(#p::run_shared::<#marker>(__hotswap_state, __hotswap_panic, (#(#vars,)*))),
         ),
         (Receiver::Exclusive, Some(state)) => (
             quote!(Exclusive),
             quote!(#p::Exclusive),
             quote!(__hotswap_state: &mut #state,),
             quote!(__hotswap_state,),
+            quote!(#p::run_exclusive::<#marker>(__hotswap_state, __hotswap_panic, (#(#vars,)*))),
         ),
-        _ => (quote!(None), quote!(#p::Stateless), quote!(), quote!()),
+        _ => (
+            quote!(None),
+            quote!(#p::Stateless),
+            quote!(),
+            quote!(),
+            quote!({
+                let _ = __hotswap_state;
+                #p::run_stateless::<#marker>(__hotswap_panic, (#(#vars,)*))
+            }),
+        ),
     };
     let state_type = match (function.receiver, state) {
         (Receiver::None, _) | (_, None) => quote!(),
@@ -236,24 +254,35 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
         #[allow(non_camel_case_types)]
         pub struct #marker;
 
+        /// The exported entry point: arguments and result in registers,
+        /// a panic's message written to the host's slot.
         #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[repr(C)]
-        pub struct #args<#borrowed>(pub #p::PhantomData<&#borrowed ()>, #(pub #arg_types),*);
+        #[allow(non_snake_case, improper_ctypes_definitions, clippy::too_many_arguments)]
+        unsafe extern "C" fn #shim(
+            __hotswap_state: *mut #p::c_void,
+            __hotswap_panic: *mut #p::PanicMessage,
+            #(#vars: #arg_types_anon,)*
+        ) -> #p::ShimReturn<#ret> {
+            // SAFETY: only the hotswap runtime calls this, through the entry
+            // checked against this signature, with a writable panic slot and
+            // the live, suitably locked state of this version.
+            unsafe { #run }
+        }
 
         impl #p::Signature for #marker {
             const NAME: &'static str = #name;
             const RUST_SIGNATURE: &'static str = #signature;
             const RECEIVER: #p::Receiver = #p::Receiver::#receiver;
-            type Args<#borrowed> = #args<#borrowed>;
+            type Args<#borrowed> = (#(#arg_types,)*);
             type Ret = #ret;
+            type Fn<#borrowed> = unsafe extern "C" fn(*mut #p::c_void, *mut #p::PanicMessage, #(#arg_types),*) -> #p::ShimReturn<#ret>;
             type Layout = #p::PhantomData<(#ret, #(#layout_types,)*)>;
         }
 
         impl #call_trait for #marker {
             #state_type
-            fn call(#state_param __hotswap_args: #args<'_>) -> #ret {
-                let #args(_, #(#vars),*) = __hotswap_args;
+            fn call(#state_param __hotswap_args: (#(#arg_types_anon,)*)) -> #ret {
+                let (#(#vars,)*) = __hotswap_args;
                 let __hotswap_ret = self::#ident(#state_arg #(#converted),*);
                 #result
             }
@@ -263,9 +292,7 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
 
 /// The host's typed method for one exported function.
 fn guard_method(function: &Function) -> TokenStream {
-    let p = quote!(::hotswap_runtime::__private);
     let ident = &function.ident;
-    let args = args_struct(function);
     let docs = &function.docs;
     let params = function.params.iter().map(|param| {
         let (name, ty) = (&param.name, &param.ty);
@@ -299,9 +326,12 @@ fn guard_method(function: &Function) -> TokenStream {
     };
     quote_spanned! {function.ident.span()=>
         #(#docs)*
+        // Inline: the host calls across crates, and an out-of-line accessor
+        // would double the calls per module call.
+        #[inline]
         #[allow(clippy::too_many_arguments)]
         pub fn #ident(&self, #(#params),*) #ret_type {
-            let __hotswap_args = #args(#p::PhantomData, #(#converted),*);
+            let __hotswap_args = (#(#converted,)*);
             self.__pinned.#call(|#closure_params| {
                 // Convert while the version is pinned: values the module made
                 // must be freed by the module's own code.

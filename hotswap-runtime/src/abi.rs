@@ -17,7 +17,7 @@ pub const MAGIC: [u8; 16] = *b"hotswap-module\0\0";
 
 /// Version of the layout of [`ModuleHeader`], [`ModuleDescriptor`],
 /// [`FnEntry`] and the shim calling convention. Bump on any change.
-pub const HEADER_VERSION: u32 = 1;
+pub const HEADER_VERSION: u32 = 2;
 
 /// How the state handoff is encoded. A library that hands off in another
 /// format is refused.
@@ -29,26 +29,33 @@ pub fn symbol_name(crate_name: &str, module: &str) -> String {
     format!("__hotswap_module__{crate_name}__{module}")
 }
 
-/// Shim result: the return slot was written.
+/// `setup`/`teardown` result: the out slot was written.
 pub const STATUS_OK: u8 = 0;
-/// Shim result: the module panicked; the message slot was written.
+/// `setup`/`teardown` result: the module panicked; the message was written.
 pub const STATUS_PANICKED: u8 = 1;
-/// Shim result: the module reported a failure; the message slot was written.
+/// `setup`/`teardown` result: the module reported a failure; the message
+/// was written.
 pub const STATUS_FAILED: u8 = 2;
 
-/// The one signature every exported function shim has.
+/// What a function shim returns: the value, or (with `panicked` set) an
+/// uninitialised value and the panic message written to the message slot.
 ///
-/// `state` is the module state (null for stateless functions), `args`
-/// points at the function's `#[repr(C)]` argument struct (moved out by the
-/// shim), `ret` at an uninitialised return slot and `message` at an
-/// uninitialised message slot written only when the status is not
-/// [`STATUS_OK`].
-pub type RawFn = unsafe extern "C" fn(
-    state: *mut c_void,
-    args: *mut c_void,
-    ret: *mut c_void,
-    message: *mut RString,
-) -> u8;
+/// Every exported function is one shim, called with its arguments in
+/// registers where the C ABI allows:
+/// `unsafe extern "C" fn(state: *mut c_void, message: *mut PanicMessage,
+/// args...) -> ShimReturn<Ret>`, with `state` null for stateless functions.
+/// A small return value and the flag come back in registers too, so the
+/// call path touches no memory the plain function would not.
+#[repr(C)]
+pub struct ShimReturn<R> {
+    /// The function's result, initialised unless `panicked`.
+    pub value: std::mem::MaybeUninit<R>,
+    /// Whether the function panicked.
+    pub panicked: bool,
+}
+
+/// Where a shim writes the panic message; left untouched otherwise.
+pub type PanicMessage = std::mem::MaybeUninit<RString>;
 
 /// Creates the module state from the previous version's handoff bytes
 /// (`prev` is null when there are none).
@@ -189,6 +196,11 @@ pub struct FnEntry {
     pub receiver: u8,
     /// Layout of its return and argument types, compared with the host's.
     pub layout: &'static TypeLayout,
-    /// The shim to call.
-    pub call: RawFn,
+    /// The shim to call, type-erased (see [`ShimReturn`] for its signature).
+    pub call: *const c_void,
 }
+
+// SAFETY: `call` is the address of code in the library image, never written.
+unsafe impl Sync for FnEntry {}
+// SAFETY: as above.
+unsafe impl Send for FnEntry {}

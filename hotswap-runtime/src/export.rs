@@ -2,11 +2,15 @@
 //!
 //! The macro describes each exported function with a marker type that
 //! implements [`Signature`] plus one of [`Stateless`], [`Shared`] or
-//! [`Exclusive`]; the generic shims here turn those into [`RawFn`]s that
-//! never unwind across the boundary. This is the only module-side `unsafe`.
+//! [`Exclusive`], and writes one `extern "C"` shim per function whose body
+//! is [`run_stateless`], [`run_shared`] or [`run_exclusive`]: those convert
+//! a panic into a [`ShimReturn`] report instead of unwinding across the
+//! boundary. This, and the `setup`/`teardown` shims, is the module-side
+//! `unsafe`.
 
 use std::ffi::c_void;
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::std_types::{RSlice, RStr, RString};
@@ -15,9 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, ModuleDescriptor, RawFn, Receiver, SetupFn, TeardownFn, HANDOFF_FORMAT,
-    STATUS_FAILED, STATUS_OK, STATUS_PANICKED,
+    FnEntry, HandoffSink, ModuleDescriptor, PanicMessage, Receiver, SetupFn, ShimReturn,
+    TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_OK, STATUS_PANICKED,
 };
+use crate::loader::ShimFn;
 
 /// Describes one exported function; shared by the module and the host.
 pub trait Signature: 'static {
@@ -27,10 +32,12 @@ pub trait Signature: 'static {
     const RUST_SIGNATURE: &'static str;
     /// How it reaches the state.
     const RECEIVER: Receiver;
-    /// Its arguments as a `#[repr(C)]` struct of FFI-safe types.
+    /// Its arguments as a tuple of FFI-safe types (each passed separately).
     type Args<'a>;
     /// Its FFI-safe return type.
     type Ret;
+    /// The shim's function pointer type.
+    type Fn<'a>: ShimFn<Self::Args<'a>, Ret = Self::Ret>;
     /// `PhantomData<(Ret, Args...)>` with `'static` lifetimes: what the
     /// layout check compares.
     type Layout: StableAbi;
@@ -71,7 +78,7 @@ pub trait Lifecycle: 'static {
 }
 
 impl FnEntry {
-    const fn of<E: Signature>(call: RawFn) -> Self {
+    const fn of<E: Signature>(call: *const c_void) -> Self {
         Self {
             name: RStr::from_str(E::NAME),
             signature: RStr::from_str(E::RUST_SIGNATURE),
@@ -81,19 +88,19 @@ impl FnEntry {
         }
     }
 
-    /// The entry of a stateless function.
-    pub const fn stateless<E: Stateless>() -> Self {
-        Self::of::<E>(stateless_shim::<E>)
+    /// The entry of a stateless function; `call` is its shim.
+    pub const fn stateless<E: Stateless>(call: *const c_void) -> Self {
+        Self::of::<E>(call)
     }
 
-    /// The entry of a `&State` function.
-    pub const fn shared<E: Shared>() -> Self {
-        Self::of::<E>(shared_shim::<E>)
+    /// The entry of a `&State` function; `call` is its shim.
+    pub const fn shared<E: Shared>(call: *const c_void) -> Self {
+        Self::of::<E>(call)
     }
 
-    /// The entry of a `&mut State` function.
-    pub const fn exclusive<E: Exclusive>() -> Self {
-        Self::of::<E>(exclusive_shim::<E>)
+    /// The entry of a `&mut State` function; `call` is its shim.
+    pub const fn exclusive<E: Exclusive>(call: *const c_void) -> Self {
+        Self::of::<E>(call)
     }
 }
 
@@ -144,6 +151,86 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Writes a panic's message into the host's slot.
+///
+/// # Safety
+/// `slot` must be valid for writes.
+#[cold]
+#[inline(never)]
+unsafe fn report_panic(payload: Box<dyn std::any::Any + Send>, slot: *mut PanicMessage) {
+    let message = RString::from(panic_message(&*payload));
+    // SAFETY: the caller guarantees `slot` is valid for writes.
+    unsafe { (*slot).write(message) };
+}
+
+#[inline(always)]
+fn returned<R>(outcome: std::thread::Result<R>, slot: *mut PanicMessage) -> ShimReturn<R> {
+    match outcome {
+        Ok(value) => ShimReturn {
+            value: MaybeUninit::new(value),
+            panicked: false,
+        },
+        Err(payload) => {
+            // SAFETY: every `run_*` caller guarantees `slot` is valid for writes.
+            unsafe { report_panic(payload, slot) };
+            ShimReturn {
+                value: MaybeUninit::uninit(),
+                panicked: true,
+            }
+        }
+    }
+}
+
+/// The body of a stateless function's shim.
+///
+/// # Safety
+/// `slot` is valid for writes (the host's message slot for this call).
+#[inline(always)]
+pub unsafe fn run_stateless<E: Stateless>(
+    slot: *mut PanicMessage,
+    args: E::Args<'_>,
+) -> ShimReturn<E::Ret> {
+    returned(catch_unwind(AssertUnwindSafe(|| E::call(args))), slot)
+}
+
+/// The body of a `&State` function's shim.
+///
+/// # Safety
+/// As [`run_stateless`], and `state` is this version's live state, which the
+/// host holds at least a shared lock on.
+#[inline(always)]
+pub unsafe fn run_shared<E: Shared>(
+    state: *mut c_void,
+    slot: *mut PanicMessage,
+    args: E::Args<'_>,
+) -> ShimReturn<E::Ret> {
+    // SAFETY: the caller guarantees `state` is the live state, shared-locked.
+    let state = unsafe { &*state.cast::<E::State>() };
+    returned(
+        catch_unwind(AssertUnwindSafe(|| E::call(state, args))),
+        slot,
+    )
+}
+
+/// The body of a `&mut State` function's shim.
+///
+/// # Safety
+/// As [`run_stateless`], and `state` is this version's live state, which the
+/// host holds the exclusive lock on.
+#[inline(always)]
+pub unsafe fn run_exclusive<E: Exclusive>(
+    state: *mut c_void,
+    slot: *mut PanicMessage,
+    args: E::Args<'_>,
+) -> ShimReturn<E::Ret> {
+    // SAFETY: the caller guarantees `state` is the live state, locked exclusively.
+    let state = unsafe { &mut *state.cast::<E::State>() };
+    returned(
+        catch_unwind(AssertUnwindSafe(|| E::call(state, args))),
+        slot,
+    )
+}
+
 /// Writes the outcome of `setup`/`teardown`, which may also fail without
 /// panicking, into the host's slots.
 ///
@@ -154,108 +241,18 @@ unsafe fn finish<R>(
     ret: *mut R,
     message: *mut RString,
 ) -> u8 {
-    match outcome {
+    let (status, text) = match outcome {
         Ok(Ok(value)) => {
             // SAFETY: the caller guarantees `ret` is valid for writes.
             unsafe { ret.write(value) };
-            STATUS_OK
+            return STATUS_OK;
         }
-        Ok(Err(text)) => {
-            // SAFETY: the caller guarantees `message` is valid for writes.
-            unsafe { message.write(RString::from(text)) };
-            STATUS_FAILED
-        }
-        // SAFETY: the caller guarantees `message` is valid for writes.
-        Err(payload) => unsafe { report_panic(payload, message) },
-    }
-}
-
-// SAFETY (all three shims): the host calls these only through a `Shim`
-// built by the loader after checking that the library's layout of
-// `E::Args`/`E::Ret` matches its own, with `args` pointing at an
-// initialised `E::Args` it will not drop, `ret`/`message` at writable
-// slots, and `state` at the module's live `State` (for `Shared`/
-// `Exclusive`), locked shared or exclusively as the receiver demands.
-
-/// The call path of every shim: the return value is written inline, a
-/// panic goes to the out-of-line [`report_panic`].
-///
-/// # Safety
-/// `ret` and `message` must be valid for writes of their types.
-#[inline(always)]
-unsafe fn complete<R>(
-    outcome: std::thread::Result<R>,
-    ret: *mut c_void,
-    message: *mut RString,
-) -> u8 {
-    match outcome {
-        Ok(value) => {
-            // SAFETY: the caller guarantees `ret` is valid for writes of `R`.
-            unsafe { ret.cast::<R>().write(value) };
-            STATUS_OK
-        }
-        // SAFETY: the caller guarantees `message` is valid for writes.
-        Err(payload) => unsafe { report_panic(payload, message) },
-    }
-}
-
-/// # Safety
-/// `message` must be valid for writes.
-#[cold]
-#[inline(never)]
-unsafe fn report_panic(payload: Box<dyn std::any::Any + Send>, message: *mut RString) -> u8 {
+        Ok(Err(text)) => (STATUS_FAILED, text),
+        Err(payload) => (STATUS_PANICKED, panic_message(&*payload)),
+    };
     // SAFETY: the caller guarantees `message` is valid for writes.
-    unsafe { message.write(RString::from(panic_message(&*payload))) };
-    STATUS_PANICKED
-}
-
-unsafe extern "C" fn stateless_shim<E: Stateless>(
-    _state: *mut c_void,
-    args: *mut c_void,
-    ret: *mut c_void,
-    message: *mut RString,
-) -> u8 {
-    // SAFETY: see the contract above.
-    let args = unsafe { args.cast::<E::Args<'_>>().read() };
-    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(args)));
-    // SAFETY: see the contract above.
-    unsafe { complete(outcome, ret, message) }
-}
-
-unsafe extern "C" fn shared_shim<E: Shared>(
-    state: *mut c_void,
-    args: *mut c_void,
-    ret: *mut c_void,
-    message: *mut RString,
-) -> u8 {
-    // SAFETY: see the contract above; the host holds at least a shared lock.
-    let (state, args) = unsafe {
-        (
-            &*state.cast::<E::State>(),
-            args.cast::<E::Args<'_>>().read(),
-        )
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(state, args)));
-    // SAFETY: see the contract above.
-    unsafe { complete(outcome, ret, message) }
-}
-
-unsafe extern "C" fn exclusive_shim<E: Exclusive>(
-    state: *mut c_void,
-    args: *mut c_void,
-    ret: *mut c_void,
-    message: *mut RString,
-) -> u8 {
-    // SAFETY: see the contract above; the host holds the exclusive lock.
-    let (state, args) = unsafe {
-        (
-            &mut *state.cast::<E::State>(),
-            args.cast::<E::Args<'_>>().read(),
-        )
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| E::call(state, args)));
-    // SAFETY: see the contract above.
-    unsafe { complete(outcome, ret, message) }
+    unsafe { message.write(RString::from(text)) };
+    status
 }
 
 /// Decodes the previous version's handoff (if any) and runs `setup`.

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::HotModule;
-use crate::swap::{read, write, Shared, SlotState, StateSlot, Version};
+use crate::swap::{Shared, SlotState, StateSlot, Version};
 use crate::watch::Watcher;
 
 /// Where a detected build is swapped in.
@@ -196,16 +196,18 @@ impl<M: HotModule> Pinned<'_, M> {
     }
 
     /// Calls a stateless function on the pinned version.
+    #[inline(always)]
     pub fn call<R>(&self, call: impl FnOnce(&M::Table) -> Result<R, ModulePanic>) -> R {
         resume(call(&self.version.table))
     }
 
     /// Calls a `&State` function on the version that owns the state.
+    #[inline]
     pub fn call_shared<R>(
         &self,
         call: impl FnOnce(&M::Table, &SharedState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
-        let slot = read(&self.shared.state);
+        let slot = self.shared.state.read();
         let outcome = match &slot.state {
             SlotState::Live(state) => call(&slot.version.table, &state.shared()),
             SlotState::Stateless => call(&slot.version.table, &SharedState::absent()),
@@ -216,11 +218,12 @@ impl<M: HotModule> Pinned<'_, M> {
     }
 
     /// Calls a `&mut State` function on the version that owns the state.
+    #[inline]
     pub fn call_exclusive<R>(
         &self,
         call: impl FnOnce(&M::Table, &mut ExclusiveState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
-        let mut slot = write(&self.shared.state);
+        let mut slot = self.shared.state.write();
         let StateSlot { version, state } = &mut *slot;
         let outcome = match state {
             SlotState::Live(state) => call(&version.table, &mut state.exclusive()),
@@ -240,9 +243,16 @@ fn state_lost<M: HotModule>(reason: &str) -> ModulePanic {
 }
 
 /// Resumes a module panic in the caller, carrying the module's message.
+#[inline(always)]
 fn resume<R>(outcome: Result<R, ModulePanic>) -> R {
     match outcome {
         Ok(value) => value,
-        Err(ModulePanic(message)) => std::panic::panic_any(message),
+        Err(panic) => resume_panic(panic),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn resume_panic(ModulePanic(message): ModulePanic) -> ! {
+    std::panic::panic_any(message)
 }

@@ -142,8 +142,16 @@ pub mod __private {
     };
     pub use abi_stable::StableAbi;
 
-    pub use crate::abi::{AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, Receiver};
-    pub use crate::export::{Exclusive, Lifecycle, Shared, Signature, Stateless};
+    pub use core::ffi::c_void;
+
+    pub use crate::abi::{
+        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
+        ShimReturn,
+    };
+    pub use crate::export::{
+        run_exclusive, run_shared, run_stateless, Exclusive, Lifecycle, Shared, Signature,
+        Stateless,
+    };
     pub use crate::hot::{Hot, Pinned};
     pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
     pub use crate::module::{FnSpec, HotModule, Resolved, Shim};

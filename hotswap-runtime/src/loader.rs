@@ -12,7 +12,7 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use abi_stable::std_types::RString;
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::abi::{
-    self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, Receiver, STATUS_OK,
-    STATUS_PANICKED,
+    self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
+    ShimReturn, STATUS_OK, STATUS_PANICKED,
 };
 use crate::error::Error;
 use crate::export::Signature;
@@ -412,14 +412,73 @@ impl StatePtr {
     }
 }
 
+/// A shim's function pointer type, called with its arguments as a tuple:
+/// lets generic code call shims of any arity.
+///
+/// # Safety
+/// Implemented only for `unsafe extern "C" fn(*mut c_void, *mut
+/// PanicMessage, A0, A1, ...) -> ShimReturn<R>`, by this module.
+pub unsafe trait ShimFn<Args>: Copy {
+    /// What the function returns (inside `ShimReturn`).
+    type Ret;
+    /// Calls the shim.
+    ///
+    /// # Safety
+    /// `self` is a checked shim of a loaded library, and `state`/`message`
+    /// are what its contract (see [`ShimReturn`]) requires.
+    unsafe fn call(
+        self,
+        state: *mut c_void,
+        message: *mut PanicMessage,
+        args: Args,
+    ) -> ShimReturn<Self::Ret>;
+}
+
+macro_rules! shim_fn_for_arity {
+    ($($arg:ident)*) => {
+        // SAFETY: exactly the shim signature.
+        unsafe impl<R, $($arg),*> ShimFn<($($arg,)*)>
+            for unsafe extern "C" fn(*mut c_void, *mut PanicMessage $(, $arg)*) -> ShimReturn<R>
+        {
+            type Ret = R;
+
+            #[inline(always)]
+            #[allow(non_snake_case)]
+            unsafe fn call(self, state: *mut c_void, message: *mut PanicMessage, ($($arg,)*): ($($arg,)*)) -> ShimReturn<R> {
+                // SAFETY: forwarded from the caller.
+                unsafe { self(state, message $(, $arg)*) }
+            }
+        }
+    };
+}
+
+shim_fn_for_arity!();
+shim_fn_for_arity!(A0);
+shim_fn_for_arity!(A0 A1);
+shim_fn_for_arity!(A0 A1 A2);
+shim_fn_for_arity!(A0 A1 A2 A3);
+shim_fn_for_arity!(A0 A1 A2 A3 A4);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12 A13);
+shim_fn_for_arity!(A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12 A13 A14);
+
 impl<E: Signature> Shim<E> {
     /// Calls a stateless function.
+    #[inline(always)]
     pub fn invoke_stateless(&self, args: E::Args<'_>) -> Result<E::Ret, ModulePanic> {
         const { assert!(E::RECEIVER as u8 == Receiver::None as u8) };
         self.invoke(ptr::null_mut(), args)
     }
 
     /// Calls a `&State` function.
+    #[inline(always)]
     pub fn invoke_shared(
         &self,
         state: &SharedState<'_>,
@@ -430,6 +489,7 @@ impl<E: Signature> Shim<E> {
     }
 
     /// Calls a `&mut State` function.
+    #[inline(always)]
     pub fn invoke_exclusive(
         &self,
         state: &mut ExclusiveState<'_>,
@@ -439,31 +499,26 @@ impl<E: Signature> Shim<E> {
         self.invoke(state.ptr, args)
     }
 
-    fn invoke(&self, state: *mut c_void, args: E::Args<'_>) -> Result<E::Ret, ModulePanic> {
-        let mut args = ManuallyDrop::new(args);
-        let mut ret = MaybeUninit::<E::Ret>::uninit();
-        let mut message = MaybeUninit::<RString>::uninit();
-        // SAFETY: `raw` was checked at load time to take `E::Args` and return
-        // `E::Ret` with the same layout; `&self` borrows the version that
-        // owns the library, so it is loaded. The shim moves out of `args`
-        // (hence ManuallyDrop) and writes exactly one of the two slots. The
-        // state pointer matches the receiver (checked above) and is locked
-        // accordingly by whoever made the state token.
-        let status = unsafe {
-            (self.raw)(
-                state,
-                (&mut *args as *mut E::Args<'_>).cast(),
-                ret.as_mut_ptr().cast(),
-                message.as_mut_ptr(),
-            )
-        };
-        if status == STATUS_OK {
-            // SAFETY: OK means the shim wrote the return slot.
-            Ok(unsafe { ret.assume_init() })
-        } else {
-            // SAFETY: not OK means the shim wrote the message slot; converting
+    #[inline(always)]
+    fn invoke<'a>(&self, state: *mut c_void, args: E::Args<'a>) -> Result<E::Ret, ModulePanic> {
+        const { assert!(std::mem::size_of::<E::Fn<'static>>() == std::mem::size_of::<*const c_void>()) };
+        // SAFETY: `raw` is the library's shim for `E`, whose argument and
+        // return layouts were checked against the host's at load time, so it
+        // has type `E::Fn`; a function pointer and a code address have the
+        // same size (asserted above).
+        let shim: E::Fn<'a> = unsafe { std::mem::transmute_copy(&self.raw) };
+        let mut message = PanicMessage::uninit();
+        // SAFETY: `&self` borrows the version that owns the library, so it
+        // is loaded; the state pointer matches the receiver (checked above)
+        // and is locked accordingly by whoever made the state token.
+        let returned = unsafe { shim.call(state, &mut message, args) };
+        if returned.panicked {
+            // SAFETY: `panicked` means the shim wrote the message; converting
             // it now frees the module's allocation while the module is loaded.
             Err(ModulePanic(unsafe { message.assume_init() }.into_string()))
+        } else {
+            // SAFETY: no panic means the shim returned a value.
+            Ok(unsafe { returned.value.assume_init() })
         }
     }
 }

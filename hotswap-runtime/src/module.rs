@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 use abi_stable::type_layout::TypeLayout;
 use abi_stable::StableAbi;
 
-use crate::abi::{RawFn, Receiver};
+use std::ffi::c_void;
+
+use crate::abi::Receiver;
 use crate::export::Signature;
 use crate::hot::Pinned;
 
@@ -55,7 +57,7 @@ pub trait HotModule: Sized + 'static {
 
 /// The functions of one library, checked against [`HotModule::FUNCTIONS`].
 pub struct Resolved {
-    pub(crate) entries: Vec<(FnSpec, RawFn)>,
+    pub(crate) entries: Vec<(FnSpec, *const c_void)>,
 }
 
 impl Resolved {
@@ -86,6 +88,12 @@ impl Resolved {
 /// Deliberately neither `Copy` nor `Clone`: it is reachable only by
 /// borrowing the version that owns it, so it cannot outlive its library.
 pub struct Shim<E> {
-    pub(crate) raw: RawFn,
+    pub(crate) raw: *const c_void,
     _function: PhantomData<fn() -> E>,
 }
+
+// SAFETY: `raw` is the address of code in a loaded library; calling it is
+// governed by `Shim::invoke_*`, which any thread may do.
+unsafe impl<E> Send for Shim<E> {}
+// SAFETY: as above.
+unsafe impl<E> Sync for Shim<E> {}

@@ -3,7 +3,12 @@
 use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+// The state lock is on every stateful call: parking_lot's is a single
+// compare-and-swap each way, without std's poisoning bookkeeping (module
+// panics are caught at the boundary, so poisoning would carry nothing).
+use parking_lot::RwLock;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -231,7 +236,7 @@ impl<M: HotModule> Shared<M> {
         let load = started.elapsed() - check;
 
         let critical = Instant::now();
-        let mut slot = write(&self.state);
+        let mut slot = self.state.write();
         let old = slot.version.clone();
         let handoff = match mem::replace(&mut slot.state, SlotState::Stateless) {
             SlotState::Stateless => None,
@@ -291,10 +296,7 @@ impl<M: HotModule> Shared<M> {
 
 impl<M: HotModule> Drop for Shared<M> {
     fn drop(&mut self) {
-        let slot = self
-            .state
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = self.state.get_mut();
         if let SlotState::Live(state) = mem::replace(&mut slot.state, SlotState::Stateless) {
             if let Err(failure) = slot.version.library().teardown(state, false) {
                 tracing::warn!(module = M::MODULE, message = %failure.message, "teardown failed while dropping the module");
@@ -358,14 +360,5 @@ fn setup_or_lost<M: HotModule>(
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
