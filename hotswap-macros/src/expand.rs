@@ -183,7 +183,7 @@ fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
         .map_or_else(|| quote!(()), |ret| ret.ffi_type(lifetime))
 }
 
-/// The marker type, argument struct and `Signature`/call impls of one
+/// The marker type, `extern "C"` shim and `Signature`/call impls of one
 /// exported function (module side).
 fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let p = quote!(::hotswap_runtime::__private);
