@@ -193,21 +193,17 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let signature = &function.signature;
     let borrowed = quote!('__hotswap);
     let fixed = quote!('static);
-    let arg_types: Vec<_> = function
-        .params
-        .iter()
-        .map(|param| param.carried.ffi_type(&borrowed))
-        .collect();
-    let anonymous = quote!('_);
-    let arg_types_anon: Vec<_> = function
-        .params
-        .iter()
-        .map(|param| param.carried.ffi_type(&anonymous))
-        .collect();
-    let layout_types = function
-        .params
-        .iter()
-        .map(|param| param.carried.ffi_type(&fixed));
+    // The argument types as they cross, with borrows at `lifetime`.
+    let ffi_types = |lifetime: &TokenStream| -> Vec<TokenStream> {
+        function
+            .params
+            .iter()
+            .map(|param| param.carried.ffi_type(lifetime))
+            .collect()
+    };
+    let arg_types = ffi_types(&borrowed);
+    let arg_types_anon = ffi_types(&quote!('_));
+    let layout_types = ffi_types(&fixed);
     let ret = ret_ffi(function, &fixed);
     let vars = arg_vars(function);
     let converted = function
