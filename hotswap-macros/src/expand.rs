@@ -316,9 +316,19 @@ fn guard_method(function: &Function) -> TokenStream {
             quote!(__hotswap_state,),
         ),
     };
-    let closure_params = match function.receiver {
-        Receiver::None => quote!(__hotswap_table),
-        _ => quote!(__hotswap_table, __hotswap_state),
+    // Stateful calls select the shim first, so the runtime can read the
+    // pinned version's before it takes the state lock.
+    let (select, callee, closure_params) = match function.receiver {
+        Receiver::None => (
+            quote!(),
+            quote!(__hotswap_table.#ident),
+            quote!(__hotswap_table),
+        ),
+        _ => (
+            quote!(|__hotswap_table| &__hotswap_table.#ident,),
+            quote!(__hotswap_shim),
+            quote!(__hotswap_shim, __hotswap_state),
+        ),
     };
     quote_spanned! {function.ident.span()=>
         #(#docs)*
@@ -328,11 +338,11 @@ fn guard_method(function: &Function) -> TokenStream {
         #[allow(clippy::too_many_arguments)]
         pub fn #ident(&self, #(#params),*) #ret_type {
             let __hotswap_args = (#(#converted,)*);
-            self.__pinned.#call(|#closure_params| {
+            self.__pinned.#call(#select |#closure_params| {
                 // Convert while the version is pinned: values the module made
                 // must be freed by the module's own code.
                 ::core::result::Result::map(
-                    __hotswap_table.#ident.#invoke(#state __hotswap_args),
+                    #callee.#invoke(#state __hotswap_args),
                     |__hotswap_ret| #back,
                 )
             })

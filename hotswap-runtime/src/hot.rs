@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
-use crate::module::HotModule;
+use crate::module::{HotModule, Shim};
 use crate::swap::{Shared, SlotState, StateSlot, Version};
 use crate::watch::Watcher;
 
@@ -202,15 +202,21 @@ impl<M: HotModule> Pinned<'_, M> {
     }
 
     /// Calls a `&State` function on the version that owns the state.
+    ///
+    /// `select` picks the function's shim out of a version's table; `call`
+    /// calls it.
     #[inline]
-    pub fn call_shared<R>(
+    pub fn call_shared<E, R>(
         &self,
-        call: impl FnOnce(&M::Table, &SharedState<'_>) -> Result<R, ModulePanic>,
+        select: impl Fn(&M::Table) -> &Shim<E>,
+        call: impl FnOnce(&Shim<E>, &SharedState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
+        let pinned = select(&self.version.table);
         let slot = self.shared.state.read();
+        let shim = self.owner_shim(&slot.version, pinned, &select);
         let outcome = match &slot.state {
-            SlotState::Live(state) => call(&slot.version.table, &state.shared()),
-            SlotState::Stateless => call(&slot.version.table, &SharedState::absent()),
+            SlotState::Live(state) => call(shim, &state.shared()),
+            SlotState::Stateless => call(shim, &SharedState::absent()),
             SlotState::Lost { reason, .. } => Err(state_lost::<M>(reason)),
         };
         drop(slot);
@@ -218,20 +224,45 @@ impl<M: HotModule> Pinned<'_, M> {
     }
 
     /// Calls a `&mut State` function on the version that owns the state.
+    ///
+    /// `select` picks the function's shim out of a version's table; `call`
+    /// calls it.
     #[inline]
-    pub fn call_exclusive<R>(
+    pub fn call_exclusive<E, R>(
         &self,
-        call: impl FnOnce(&M::Table, &mut ExclusiveState<'_>) -> Result<R, ModulePanic>,
+        select: impl Fn(&M::Table) -> &Shim<E>,
+        call: impl FnOnce(&Shim<E>, &mut ExclusiveState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
+        let pinned = select(&self.version.table);
         let mut slot = self.shared.state.write();
         let StateSlot { version, state } = &mut *slot;
+        let shim = self.owner_shim(version, pinned, &select);
         let outcome = match state {
-            SlotState::Live(state) => call(&version.table, &mut state.exclusive()),
-            SlotState::Stateless => call(&version.table, &mut ExclusiveState::absent()),
+            SlotState::Live(state) => call(shim, &mut state.exclusive()),
+            SlotState::Stateless => call(shim, &mut ExclusiveState::absent()),
             SlotState::Lost { reason, .. } => Err(state_lost::<M>(reason)),
         };
         drop(slot);
         resume(outcome)
+    }
+
+    /// The shim to call on `owner`, the version that owns the state: the
+    /// pinned one's unless a swap happened since `get()`.
+    ///
+    /// The pinned shim was read before the state lock was taken, so in the
+    /// common case nothing more has to be read from memory once it is held.
+    #[inline(always)]
+    fn owner_shim<'s, E>(
+        &'s self,
+        owner: &'s Arc<Version<M>>,
+        pinned: &'s Shim<E>,
+        select: &impl Fn(&M::Table) -> &Shim<E>,
+    ) -> &'s Shim<E> {
+        if std::ptr::eq(Arc::as_ptr(owner), Arc::as_ptr(&self.version)) {
+            pinned
+        } else {
+            select(&owner.table)
+        }
     }
 }
 

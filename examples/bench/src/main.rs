@@ -95,6 +95,14 @@ fn main() {
         *value = raw(*value, 1);
         acc ^ *value
     });
+    // A module's state lives behind a pointer its `setup` returned: this
+    // baseline pays the same extra dependent load.
+    let boxed = Mutex::new(Box::new(0u64));
+    let boxed_ns = per_call(CALLS, |acc| {
+        let mut value = boxed.lock().unwrap();
+        **value = raw(**value, 1);
+        acc ^ **value
+    });
     let rwlock = std::sync::RwLock::new(0u64);
     let rwlock_ns = per_call(CALLS, |acc| {
         let mut value = rwlock.write().unwrap();
@@ -113,6 +121,7 @@ fn main() {
     row("hotswap, get() + call, 2 threads (per call)", get_2t);
     row("hot-lib-reloader 0.8, 2 threads (per call)", hlr_2t);
     row("uncontended Mutex + raw call", mutex_ns);
+    row("uncontended Mutex<Box<u64>> + raw call", boxed_ns);
     row("uncontended RwLock (write) + raw call", rwlock_ns);
     row("hotswap, held guard, stateful call", held_stateful_ns);
     row("hotswap, get() + stateful call", stateful_ns);
@@ -206,6 +215,10 @@ fn main() {
     println!(
         "  held stateful call / (mutex + raw call)   {:>6.2}x  (<= 1x)",
         held_stateful_ns / mutex_ns
+    );
+    println!(
+        "  held stateful call / (mutex on a Box + raw) {:>4.2}x  (state behind a pointer)",
+        held_stateful_ns / boxed_ns
     );
     println!("  swap median                               {swap:>9.2?}  (< 1 ms)");
     println!(
