@@ -134,6 +134,16 @@ pub enum Error {
         output: String,
     },
 
+    /// Rebuild on save ([`Options::rebuild_on_save`](crate::Options::rebuild_on_save))
+    /// cannot be set up for this crate and library.
+    #[error("cannot rebuild the module crate in {} on save: {detail}", crate_dir.display())]
+    Rebuild {
+        /// The crate's directory.
+        crate_dir: PathBuf,
+        /// What is wrong, and what to do instead.
+        detail: String,
+    },
+
     /// The library's directory could not be watched for new builds.
     #[error("cannot watch {} for new builds: {detail}", path.display())]
     Watch {

@@ -30,6 +30,27 @@ pub enum SwapEvent {
         /// Why.
         error: Error,
     },
+    /// Rebuild on save ran `cargo build` successfully; the built library is
+    /// swapped in next (watch for `Swapped` or `Refused`).
+    Built {
+        /// The module.
+        module: &'static str,
+        /// The library cargo built.
+        library: PathBuf,
+        /// How long the build took.
+        took: Duration,
+        /// What cargo and the compiler printed, warnings included.
+        diagnostics: String,
+    },
+    /// Rebuild on save ran `cargo build` and it failed; the serving version
+    /// keeps serving. The error ([`Error::Build`]) holds the compiler's
+    /// diagnostics.
+    BuildFailed {
+        /// The module.
+        module: &'static str,
+        /// Why.
+        error: Error,
+    },
     /// A retired version left the address space and its copy was deleted.
     Unloaded {
         /// The module.

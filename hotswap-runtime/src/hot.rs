@@ -4,13 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::{HotModule, Shim};
+use crate::rebuild::{self, RebuildOptions, RebuildPlan, DEBOUNCE};
 use crate::swap::{Shared, SlotState, StateSlot, Version};
-use crate::watch::Watcher;
+use crate::watch::{self, WatchThread};
 
 /// Where a detected build is swapped in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub enum SwapMode {
 pub struct Options {
     pub(crate) copy_dir: Option<PathBuf>,
     pub(crate) swap_mode: SwapMode,
+    pub(crate) rebuild_crate: Option<PathBuf>,
+    pub(crate) build_profile: Option<String>,
+    pub(crate) rebuild_debounce: Option<Duration>,
 }
 
 impl Options {
@@ -53,6 +58,40 @@ impl Options {
         self.swap_mode = mode;
         self
     }
+
+    /// Rebuilds the module crate in `crate_dir` when one of its sources
+    /// changes: its `.rs` files, `Cargo.toml` or `Cargo.lock`, anywhere
+    /// under `crate_dir` outside target directories.
+    ///
+    /// A burst of saves is one `cargo build --lib`, run after the sources
+    /// have been quiet for a moment (150 ms; see
+    /// [`Options::rebuild_debounce`]), in the profile, target directory and
+    /// target triple of the library given to [`Hot::open_with`], read off
+    /// its path (`<target-dir>/<profile>/lib….so`). The built library is
+    /// swapped in as the [`SwapMode`] says; with [`SwapMode::Manual`]
+    /// nothing is watched and this is ignored.
+    ///
+    /// Cargo's output reaches the host as [`SwapEvent::Built`] or
+    /// [`SwapEvent::BuildFailed`] and in the log. A failed build leaves the
+    /// serving version serving and becomes [`Hot::last_error`].
+    pub fn rebuild_on_save(mut self, crate_dir: impl Into<PathBuf>) -> Self {
+        self.rebuild_crate = Some(crate_dir.into());
+        self
+    }
+
+    /// The cargo profile rebuild on save uses, instead of the one read off
+    /// the library's path (needed when the library is not in a cargo target
+    /// directory; cargo's default target directory is used then).
+    pub fn build_profile(mut self, profile: impl Into<String>) -> Self {
+        self.build_profile = Some(profile.into());
+        self
+    }
+
+    /// How long the sources must be quiet before rebuild on save builds.
+    pub fn rebuild_debounce(mut self, quiet: Duration) -> Self {
+        self.rebuild_debounce = Some(quiet);
+        self
+    }
 }
 
 /// A hot-swappable module: the generated `Hot` of a `#[hot_module]` is this
@@ -63,7 +102,8 @@ impl Options {
 /// and removes the private copies.
 pub struct Hot<M: HotModule> {
     // First: stopped (and joined) before the shared core drops.
-    watcher: Option<Watcher>,
+    rebuilder: Option<WatchThread>,
+    watcher: Option<WatchThread>,
     shared: Arc<Shared<M>>,
 }
 
@@ -93,13 +133,34 @@ impl<M: HotModule> Hot<M> {
                 path: base.clone(),
                 source: Arc::new(error),
             })?;
+        // Checked before loading: a mistake here costs no module setup.
+        let rebuild = options
+            .rebuild_crate
+            .map(|crate_dir| {
+                let rebuild = RebuildOptions {
+                    crate_dir,
+                    profile: options.build_profile,
+                    debounce: options.rebuild_debounce.unwrap_or(DEBOUNCE),
+                };
+                RebuildPlan::new(&source, &rebuild)
+            })
+            .transpose()?;
         let shared = Arc::new(Shared::<M>::open(source, copies)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
-        let watcher = match options.swap_mode {
-            SwapMode::Manual => None,
-            mode => Some(Watcher::start(shared.clone(), mode)?),
+        let (watcher, rebuilder) = match options.swap_mode {
+            SwapMode::Manual => (None, None),
+            mode => (
+                Some(watch::start(shared.clone(), mode)?),
+                rebuild
+                    .map(|plan| rebuild::start(shared.clone(), plan, mode))
+                    .transpose()?,
+            ),
         };
-        Ok(Self { watcher, shared })
+        Ok(Self {
+            rebuilder,
+            watcher,
+            shared,
+        })
     }
 
     /// Pins the serving version and returns the typed accessor, with one
@@ -168,7 +229,8 @@ impl<M: HotModule> Hot<M> {
 
 impl<M: HotModule> Drop for Hot<M> {
     fn drop(&mut self) {
-        // The watcher holds the shared core; stop it so the core drops here.
+        // Both threads hold the shared core; stop them so it drops here.
+        drop(self.rebuilder.take());
         drop(self.watcher.take());
     }
 }

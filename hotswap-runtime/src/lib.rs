@@ -122,6 +122,7 @@ mod hot;
 mod integrity;
 mod loader;
 mod module;
+mod rebuild;
 pub mod residency;
 mod swap;
 mod watch;

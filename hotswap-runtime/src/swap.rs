@@ -192,14 +192,26 @@ impl<M: HotModule> Shared<M> {
     /// Swaps in `build`, or the file now at `source` when `None`. Records
     /// and reports the outcome.
     pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
+        self.swap_unless_serving(build, false)
+    }
+
+    /// Swaps in `build` unless it is what already serves (a build that both
+    /// the rebuilder and the file watcher saw is swapped in once).
+    pub fn swap_if_new(&self, build: Build) -> Result<(), Error> {
+        self.swap_unless_serving(Some(build), true)
+    }
+
+    fn swap_unless_serving(&self, build: Option<Build>, skip_serving: bool) -> Result<(), Error> {
         let mut serving_digest = lock(&self.swapping);
-        let result = build
-            .map_or_else(|| Build::read(&self.source), Ok)
-            .and_then(|build| {
-                let swapped = self.swap_in(&build)?;
-                *serving_digest = build.digest;
-                Ok(swapped)
-            });
+        let build = build.map_or_else(|| Build::read(&self.source), Ok);
+        if skip_serving && matches!(&build, Ok(build) if build.digest == *serving_digest) {
+            return Ok(());
+        }
+        let result = build.and_then(|build| {
+            let swapped = self.swap_in(&build)?;
+            *serving_digest = build.digest;
+            Ok(swapped)
+        });
         match result {
             Ok(swapped) => {
                 *lock(&self.last_error) = None;
@@ -209,14 +221,23 @@ impl<M: HotModule> Shared<M> {
             }
             Err(error) => {
                 tracing::warn!(module = M::MODULE, %error, "swap refused; the serving version keeps serving");
-                *lock(&self.last_error) = Some(error.clone());
-                self.events.emit(SwapEvent::Refused {
-                    module: M::MODULE,
-                    error: error.clone(),
-                });
+                self.record_error(
+                    &error,
+                    SwapEvent::Refused {
+                        module: M::MODULE,
+                        error: error.clone(),
+                    },
+                );
                 Err(error)
             }
         }
+    }
+
+    /// Makes `error` the one [`Hot::last_error`](crate::Hot::last_error)
+    /// reports, and reports `event`.
+    pub fn record_error(&self, error: &Error, event: SwapEvent) {
+        *lock(&self.last_error) = Some(error.clone());
+        self.events.emit(event);
     }
 
     /// Loads `build` and swaps it in; returns the `Swapped` event to report.

@@ -29,48 +29,40 @@ const QUIET: Duration = Duration::from_millis(10);
 /// reported as refused.
 const GRACE: Duration = Duration::from_secs(2);
 
-enum Message {
+pub(crate) enum Message {
     FileEvent(notify::Result<notify::Event>),
     Stop,
 }
 
-/// The running watcher; dropping it stops and joins the thread.
-pub(crate) struct Watcher {
+/// A thread fed with file-system events under one directory; dropping it
+/// stops the thread and joins it.
+pub(crate) struct WatchThread {
     stop: Sender<Message>,
     thread: Option<JoinHandle<()>>,
     _fs: RecommendedWatcher,
 }
 
-impl Watcher {
-    pub(crate) fn start<M: HotModule>(
-        shared: Arc<Shared<M>>,
-        mode: SwapMode,
-    ) -> Result<Self, Error> {
+impl WatchThread {
+    /// Watches `directory` and runs `body` on a thread named `name` with the
+    /// events; `body` returns when it receives [`Message::Stop`].
+    pub(crate) fn spawn(
+        name: String,
+        directory: &Path,
+        recursive: RecursiveMode,
+        body: impl FnOnce(&Receiver<Message>) + Send + 'static,
+    ) -> Result<Self, String> {
         let (sender, receiver) = channel();
         let events = sender.clone();
-        let watch_error = |error: notify::Error| Error::Watch {
-            path: shared.source.clone(),
-            detail: error.to_string(),
-        };
         let mut fs = notify::recommended_watcher(move |event| {
             let _ = events.send(Message::FileEvent(event));
         })
-        .map_err(watch_error)?;
-        // Watch the directory: a build replaced by rename or hard link is a
-        // new file, which a watch on the old file would not see.
-        let directory = match shared.source.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        fs.watch(&directory, RecursiveMode::NonRecursive)
-            .map_err(watch_error)?;
+        .map_err(|error| error.to_string())?;
+        fs.watch(directory, recursive)
+            .map_err(|error| error.to_string())?;
         let thread = std::thread::Builder::new()
-            .name(format!("hotswap-watch-{}", M::MODULE))
-            .spawn(move || watch(&shared, &receiver, mode))
-            .map_err(|error| Error::Watch {
-                path: directory,
-                detail: error.to_string(),
-            })?;
+            .name(name)
+            .spawn(move || body(&receiver))
+            .map_err(|error| error.to_string())?;
         Ok(Self {
             stop: sender,
             thread: Some(thread),
@@ -79,13 +71,34 @@ impl Watcher {
     }
 }
 
-impl Drop for Watcher {
+impl Drop for WatchThread {
     fn drop(&mut self) {
         let _ = self.stop.send(Message::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// Starts watching the library of `shared` for new builds.
+pub(crate) fn start<M: HotModule>(
+    shared: Arc<Shared<M>>,
+    mode: SwapMode,
+) -> Result<WatchThread, Error> {
+    // Watch the directory: a build replaced by rename or hard link is a
+    // new file, which a watch on the old file would not see.
+    let directory = match shared.source.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let path = shared.source.clone();
+    WatchThread::spawn(
+        format!("hotswap-watch-{}", M::MODULE),
+        &directory,
+        RecursiveMode::NonRecursive,
+        move |receiver| watch(&shared, receiver, mode),
+    )
+    .map_err(|detail| Error::Watch { path, detail })
 }
 
 /// What to do after waiting.

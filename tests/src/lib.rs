@@ -146,19 +146,7 @@ pub fn library(fixture: Fixture) -> PathBuf {
             .expect("copy Cargo.lock");
     }
     if fixture != Fixture::Greeter {
-        // Cargo names a cdylib without a hash, so every version of `counter`
-        // writes `deps/libcounter.so` in this target dir, and cargo would call
-        // a build fresh although another version overwrote its output.
-        // Cleaning the package rebuilds just this crate, not its dependencies.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["clean", "--quiet", "--package", "counter", "--target-dir"])
-            .arg(&modules)
-            .arg("--manifest-path")
-            .arg(crate_dir.join("Cargo.toml"))
-            .status()
-            .expect("run cargo clean");
-        assert!(status.success(), "cargo clean -p counter failed");
+        clean_counter(&crate_dir, &modules);
     }
     let output = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
         .unwrap_or_else(|error| panic!("building fixture {fixture:?}: {error}"));
@@ -167,6 +155,44 @@ pub fn library(fixture: Fixture) -> PathBuf {
     std::fs::copy(&output, &stable).expect("copy built library");
     built.insert(fixture, stable.clone());
     stable
+}
+
+/// Cargo names a cdylib without a hash, so every version of `counter`
+/// writes `deps/libcounter.so` in the shared target dir, and cargo would call
+/// a build fresh although another version overwrote its output. Cleaning the
+/// package rebuilds just this crate, not its dependencies.
+fn clean_counter(crate_dir: &Path, target_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["clean", "--quiet", "--package", "counter", "--target-dir"])
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(crate_dir.join("Cargo.toml"))
+        .status()
+        .expect("run cargo clean");
+    assert!(status.success(), "cargo clean -p counter failed");
+}
+
+/// A scratch copy of version 1's crate, named `name`, reset to version 1's
+/// source and built in the shared target dir: returns the crate's directory
+/// and the library where cargo put it, for tests that edit the source.
+///
+/// Only one test process at a time may use it (it shares `libcounter.so`
+/// with the other fixtures): keep such tests in their own test binary.
+pub fn scratch_counter(name: &'static str) -> (PathBuf, PathBuf) {
+    let root = workspace_root();
+    let modules = root.join("target/hotswap-modules");
+    let scratch = modules.join("edited").join(name);
+    let edit = Edit {
+        name,
+        changes: Vec::new(),
+    };
+    let crate_dir = edited_crate(&root.join("tests/fixtures/counter-v1"), &scratch, &edit);
+    std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
+    clean_counter(&crate_dir, &modules);
+    let library = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
+        .unwrap_or_else(|error| panic!("building {name}: {error}"));
+    (crate_dir, library)
 }
 
 /// `library(fixture)` without debug info: about a tenth of the size, for

@@ -1,0 +1,373 @@
+//! Rebuild on save: a thread per `Hot` that watches the module crate's
+//! sources and runs `cargo build` when they change.
+//!
+//! Saves are debounced (a burst of them is one build), a save during a
+//! build queues one more, and the build uses the profile, target directory
+//! and target triple read off the path of the library the `Hot` opened, so
+//! it produces the same kind of library. The built library is swapped in
+//! like any other build; a failed build is reported with the compiler's
+//! diagnostics and the serving version keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::RecursiveMode;
+
+use crate::build::CargoBuild;
+use crate::error::Error;
+use crate::events::SwapEvent;
+use crate::hot::SwapMode;
+use crate::module::HotModule;
+use crate::swap::{Build, Shared};
+use crate::watch::{Message, WatchThread};
+
+/// What [`Options::rebuild_on_save`](crate::Options::rebuild_on_save) asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct RebuildOptions {
+    pub crate_dir: PathBuf,
+    /// Overrides the profile read off the library's path.
+    pub profile: Option<String>,
+    pub debounce: Duration,
+}
+
+/// Default quiet time after the last save before a build starts: editors
+/// write a file in several steps, and "save all" writes several files.
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// A checked rebuild set-up: the crate exists and the build command is
+/// known. Made before the module is loaded, so a mistake costs no setup.
+pub(crate) struct RebuildPlan {
+    crate_dir: PathBuf,
+    cargo: CargoBuild,
+    debounce: Duration,
+}
+
+impl RebuildPlan {
+    pub(crate) fn new(library: &Path, options: &RebuildOptions) -> Result<Self, Error> {
+        let unusable = |detail: String| Error::Rebuild {
+            crate_dir: options.crate_dir.clone(),
+            detail,
+        };
+        let crate_dir = options
+            .crate_dir
+            .canonicalize()
+            .map_err(|error| unusable(format!("cannot open the directory: {error}")))?;
+        if !crate_dir.join("Cargo.toml").is_file() {
+            return Err(unusable(
+                "it has no Cargo.toml; name the module crate's own directory".into(),
+            ));
+        }
+        let cargo =
+            cargo_build_for(library, &crate_dir, options.profile.as_deref()).map_err(unusable)?;
+        Ok(Self {
+            crate_dir,
+            cargo,
+            debounce: options.debounce,
+        })
+    }
+}
+
+/// Starts rebuilding on save; dropping the thread stops it (killing a build
+/// in progress).
+pub(crate) fn start<M: HotModule>(
+    shared: Arc<Shared<M>>,
+    plan: RebuildPlan,
+    mode: SwapMode,
+) -> Result<WatchThread, Error> {
+    let RebuildPlan {
+        crate_dir,
+        cargo,
+        debounce,
+    } = plan;
+    let sources = Sources::new(&crate_dir, cargo.target_dir.as_deref());
+    tracing::info!(module = M::MODULE, crate_dir = %crate_dir.display(), profile = %cargo.profile, "rebuilding on save");
+    WatchThread::spawn(
+        format!("hotswap-rebuild-{}", M::MODULE),
+        &crate_dir,
+        RecursiveMode::Recursive,
+        move |receiver| rebuild_loop(&shared, &cargo, &sources, receiver, debounce, mode),
+    )
+    .map_err(|detail| Error::Rebuild {
+        crate_dir,
+        detail: format!("cannot watch it: {detail}"),
+    })
+}
+
+/// The cargo invocation that rebuilds `library`, read off its path:
+/// `<target-dir>/[<triple>/]<profile-dir>/[deps/]lib….so`, where cargo
+/// marks the target directory with a `CACHEDIR.TAG`.
+fn cargo_build_for(
+    library: &Path,
+    crate_dir: &Path,
+    profile: Option<&str>,
+) -> Result<CargoBuild, String> {
+    let library = library
+        .canonicalize()
+        .map_err(|error| format!("cannot resolve {}: {error}", library.display()))?;
+    let mut profile_dir = library.parent().unwrap_or(Path::new("/"));
+    if profile_dir.file_name().is_some_and(|name| name == "deps") {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
+    let is_target_dir = |dir: &Path| dir.join("CACHEDIR.TAG").is_file();
+    let above = profile_dir.parent();
+    let (target_dir, triple) = match (above, above.and_then(Path::parent)) {
+        (Some(dir), _) if is_target_dir(dir) => (Some(dir), None),
+        (Some(triple), Some(dir)) if is_target_dir(dir) => (Some(dir), triple.file_name()),
+        _ => (None, None),
+    };
+    let profile = match (profile, target_dir) {
+        (Some(profile), _) => profile.to_owned(),
+        (None, Some(_)) => match profile_dir.file_name().and_then(|name| name.to_str()) {
+            // Cargo's `dev` profile builds into `debug/`.
+            Some("debug") | None => "dev".to_owned(),
+            Some(name) => name.to_owned(),
+        },
+        (None, None) => {
+            return Err(format!(
+                "{} is not inside a cargo target directory (`<target-dir>/<profile>/`), so the \
+                 profile it was built with is unknown; open the library cargo built, or name the \
+                 profile with `Options::build_profile`",
+                library.display()
+            ))
+        }
+    };
+    Ok(CargoBuild {
+        crate_dir: crate_dir.to_owned(),
+        target_dir: target_dir.map(Path::to_owned),
+        profile,
+        triple: triple.map(|triple| triple.to_string_lossy().into_owned()),
+    })
+}
+
+/// Which changed files are the crate's sources: Rust files, manifests and
+/// the lock file, outside any target directory.
+struct Sources {
+    ignored: Vec<PathBuf>,
+}
+
+impl Sources {
+    fn new(crate_dir: &Path, target_dir: Option<&Path>) -> Self {
+        let mut ignored = vec![crate_dir.join("target")];
+        // Only a target dir inside the crate is under the watch (a crate may
+        // also sit inside some target dir: its sources still count).
+        ignored.extend(
+            target_dir
+                .filter(|dir| dir.starts_with(crate_dir))
+                .map(Path::to_owned),
+        );
+        Self { ignored }
+    }
+
+    fn changed_by(&self, event: &notify::Result<notify::Event>) -> bool {
+        match event {
+            Ok(event) if event.kind.is_access() => false,
+            Ok(event) => event.paths.iter().any(|path| self.is_source(path)),
+            // Lost events (queue overflow): rebuild to be sure.
+            Err(_) => true,
+        }
+    }
+
+    fn is_source(&self, path: &Path) -> bool {
+        let named = |name: &str| path.file_name().is_some_and(|file| file == name);
+        let relevant = path.extension().is_some_and(|extension| extension == "rs")
+            || named("Cargo.toml")
+            || named("Cargo.lock");
+        relevant && !self.ignored.iter().any(|dir| path.starts_with(dir))
+    }
+}
+
+fn rebuild_loop<M: HotModule>(
+    shared: &Shared<M>,
+    cargo: &CargoBuild,
+    sources: &Sources,
+    receiver: &Receiver<Message>,
+    debounce: Duration,
+    mode: SwapMode,
+) {
+    let mut saved_during_build = false;
+    loop {
+        if !saved_during_build && !next_save(receiver, sources) {
+            return;
+        }
+        // Debounce: build once the sources have been quiet for a while.
+        let mut quiet_from = Instant::now();
+        loop {
+            match receiver.recv_timeout(debounce.saturating_sub(quiet_from.elapsed())) {
+                Ok(Message::FileEvent(event)) if sources.changed_by(&event) => {
+                    quiet_from = Instant::now();
+                }
+                Ok(Message::FileEvent(_)) => {}
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        saved_during_build = false;
+        let started = Instant::now();
+        tracing::info!(module = M::MODULE, profile = %cargo.profile, "sources changed; rebuilding");
+        let mut stopped = false;
+        let outcome = cargo.run_until(|wait| match receiver.recv_timeout(wait) {
+            Ok(Message::FileEvent(event)) => {
+                saved_during_build |= sources.changed_by(&event);
+                false
+            }
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                stopped = true;
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+        });
+        match outcome {
+            Ok(None) => return,
+            Ok(Some(built)) => {
+                let took = started.elapsed();
+                tracing::info!(module = M::MODULE, library = %built.library.display(), ?took, "rebuilt");
+                if built.diagnostics.contains("warning:") {
+                    tracing::warn!(module = M::MODULE, output = %built.diagnostics, "rebuilt with warnings");
+                } else {
+                    tracing::debug!(module = M::MODULE, output = %built.diagnostics, "cargo output");
+                }
+                shared.events.emit(SwapEvent::Built {
+                    module: M::MODULE,
+                    library: built.library.clone(),
+                    took,
+                    diagnostics: built.diagnostics,
+                });
+                swap_in(shared, &built.library, mode);
+            }
+            Err(error) => {
+                tracing::warn!(module = M::MODULE, %error, "rebuild failed; the serving version keeps serving");
+                shared.record_error(
+                    &error,
+                    SwapEvent::BuildFailed {
+                        module: M::MODULE,
+                        error: error.clone(),
+                    },
+                );
+            }
+        }
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Blocks until a source changes (true) or the rebuilder is stopped (false).
+fn next_save(receiver: &Receiver<Message>, sources: &Sources) -> bool {
+    loop {
+        match receiver.recv() {
+            Ok(Message::FileEvent(event)) if sources.changed_by(&event) => return true,
+            Ok(Message::FileEvent(_)) => continue,
+            Ok(Message::Stop) | Err(_) => return false,
+        }
+    }
+}
+
+fn swap_in<M: HotModule>(shared: &Shared<M>, library: &Path, mode: SwapMode) {
+    match Build::read(library) {
+        Ok(build) if mode == SwapMode::OnGet => shared.offer(build),
+        // Errors are recorded and reported by the swap itself.
+        Ok(build) => drop(shared.swap_if_new(build)),
+        Err(error) => shared.record_error(
+            &error,
+            SwapEvent::Refused {
+                module: M::MODULE,
+                error: error.clone(),
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `relative` created (empty) under a fresh directory whose `target/`
+    /// is marked as a cargo target directory.
+    fn library_at(relative: &str) -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("target")).unwrap();
+        std::fs::write(root.path().join("target/CACHEDIR.TAG"), "").unwrap();
+        let library = root.path().join(relative);
+        std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+        std::fs::write(&library, "").unwrap();
+        (root, library)
+    }
+
+    fn inferred(
+        relative: &str,
+        profile: Option<&str>,
+    ) -> Result<(String, Option<String>, bool), String> {
+        let (root, library) = library_at(relative);
+        let build = cargo_build_for(&library, root.path(), profile)?;
+        let target = root.path().join("target").canonicalize().unwrap();
+        Ok((
+            build.profile,
+            build.triple,
+            build.target_dir == Some(target),
+        ))
+    }
+
+    #[test]
+    fn the_profile_comes_from_the_library_path() {
+        assert_eq!(
+            inferred("target/debug/libm.so", None),
+            Ok(("dev".into(), None, true))
+        );
+        assert_eq!(
+            inferred("target/debug/deps/libm.so", None),
+            Ok(("dev".into(), None, true))
+        );
+        assert_eq!(
+            inferred("target/release/libm.so", None),
+            Ok(("release".into(), None, true))
+        );
+        assert_eq!(
+            inferred("target/profiling/libm.so", None),
+            Ok(("profiling".into(), None, true))
+        );
+        assert_eq!(
+            inferred("target/x86_64-unknown-linux-gnu/release/libm.so", None),
+            Ok((
+                "release".into(),
+                Some("x86_64-unknown-linux-gnu".into()),
+                true
+            ))
+        );
+        assert_eq!(
+            inferred("target/debug/libm.so", Some("release")),
+            Ok(("release".into(), None, true))
+        );
+    }
+
+    #[test]
+    fn a_library_outside_a_target_dir_needs_a_profile() {
+        let error = inferred("elsewhere/libm.so", None).unwrap_err();
+        assert!(
+            error.contains("not inside a cargo target directory"),
+            "{error}"
+        );
+        assert!(error.contains("Options::build_profile"), "{error}");
+        assert_eq!(
+            inferred("elsewhere/libm.so", Some("release")),
+            Ok(("release".into(), None, false))
+        );
+    }
+
+    #[test]
+    fn only_sources_outside_target_dirs_count() {
+        let sources = Sources::new(Path::new("/c"), Some(Path::new("/c/out")));
+        assert!(sources.is_source(Path::new("/c/src/lib.rs")));
+        assert!(sources.is_source(Path::new("/c/src/nested/mod.rs")));
+        assert!(sources.is_source(Path::new("/c/Cargo.toml")));
+        assert!(sources.is_source(Path::new("/c/build.rs")));
+        assert!(!sources.is_source(Path::new("/c/src/lib.rs.swp")));
+        assert!(!sources.is_source(Path::new("/c/README.md")));
+        assert!(!sources.is_source(Path::new("/c/target/debug/build/x/out/gen.rs")));
+        assert!(!sources.is_source(Path::new("/c/out/debug/gen.rs")));
+        // A crate kept inside another target dir still has sources.
+        let nested = Sources::new(Path::new("/t/scratch/c"), Some(Path::new("/t")));
+        assert!(nested.is_source(Path::new("/t/scratch/c/src/lib.rs")));
+    }
+}
