@@ -32,6 +32,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// The build is not trusted: refused before it was loaded, so none of its
+    /// code ran. See [`trust`](crate::trust).
+    #[error("refusing to load {}: {problem}", path.display())]
+    Untrusted {
+        /// The library.
+        path: PathBuf,
+        /// What is wrong.
+        problem: crate::trust::TrustProblem,
+    },
+
     /// The dynamic loader refused the library (unresolved symbols, missing
     /// dependencies, ...).
     #[error("{} is not a loadable library: {}", path.display(), with_causes(&**source))]

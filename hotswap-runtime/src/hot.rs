@@ -11,7 +11,8 @@ use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::{HotModule, Shim};
 use crate::rebuild::{self, RebuildOptions, RebuildPlan, DEBOUNCE};
-use crate::swap::{Shared, SlotState, StateSlot, Version};
+use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
+use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
 use crate::watch::{self, WatchThread};
 
 /// Where a detected build is swapped in.
@@ -30,7 +31,7 @@ pub enum SwapMode {
 }
 
 /// How [`Hot::open_with`] sets a module up.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Options {
     pub(crate) copy_dir: Option<PathBuf>,
@@ -38,6 +39,21 @@ pub struct Options {
     pub(crate) rebuild_crate: Option<PathBuf>,
     pub(crate) build_profile: Option<String>,
     pub(crate) rebuild_debounce: Option<Duration>,
+    pub(crate) trust: TrustPolicy,
+    pub(crate) before_load: Option<BeforeLoad>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("copy_dir", &self.copy_dir)
+            .field("swap_mode", &self.swap_mode)
+            .field("rebuild_crate", &self.rebuild_crate)
+            .field("build_profile", &self.build_profile)
+            .field("rebuild_debounce", &self.rebuild_debounce)
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Options {
@@ -84,6 +100,43 @@ impl Options {
     /// directory; cargo's default target directory is used then).
     pub fn build_profile(mut self, profile: impl Into<String>) -> Self {
         self.build_profile = Some(profile.into());
+        self
+    }
+
+    /// Loads libraries whose file or directory is writable by other users
+    /// or owned by another user. Off by default: anyone who can write there
+    /// can run code in this process. For development only; logged as a
+    /// warning when opening.
+    pub fn allow_insecure_files(mut self, allow: bool) -> Self {
+        self.trust.check_permissions = !allow;
+        self
+    }
+
+    /// Loads only builds whose SHA-256 is one of `digests` (in addition to
+    /// every other check). Can be given more than once; the sets add up.
+    pub fn allow_digests(mut self, digests: impl IntoIterator<Item = Sha256Digest>) -> Self {
+        self.trust
+            .allowed_digests
+            .get_or_insert_with(Default::default)
+            .extend(digests);
+        self
+    }
+
+    /// Loads only builds with a detached signature beside them
+    /// ([`trust::signature_path`](crate::trust::signature_path)) that one
+    /// of `keys` verifies. Checked before `dlopen`, so an unsigned, changed
+    /// or wrongly signed build runs none of its code. Can be given more than
+    /// once; the keys add up.
+    pub fn trust_keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.trust.keys.extend(keys);
+        self
+    }
+
+    /// Test hook: runs after a build passed the trust checks, right before
+    /// its private copy is loaded, with the path it was read from.
+    #[doc(hidden)]
+    pub fn __before_load(mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        self.before_load = Some(Arc::new(hook));
         self
     }
 
@@ -145,7 +198,11 @@ impl<M: HotModule> Hot<M> {
                 RebuildPlan::new(&source, &rebuild)
             })
             .transpose()?;
-        let shared = Arc::new(Shared::<M>::open(source, copies)?);
+        if !options.trust.check_permissions {
+            tracing::warn!(path = %source.display(), "permission checks are off (Options::allow_insecure_files): whoever can write this library or its directory can run code in this process");
+        }
+        let loading = Loading::new(options.trust, options.before_load, copies);
+        let shared = Arc::new(Shared::<M>::open(source, loading)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
         let (watcher, rebuilder) = match options.swap_mode {
             SwapMode::Manual => (None, None),

@@ -125,6 +125,7 @@ mod module;
 mod rebuild;
 pub mod residency;
 mod swap;
+pub mod trust;
 mod watch;
 
 pub use build::build_module;

@@ -1,5 +1,7 @@
 //! The shared core of a `Hot`: the serving version, the state, and the swap.
 
+use std::fs::{File, Metadata};
+use std::io::Read;
 use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,27 +19,68 @@ use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::loader::{Library, StatePtr};
 use crate::module::HotModule;
+use crate::trust::{signature_path, Evidence, TrustPolicy};
 
-/// A build read from disk, with its content digest.
+/// A build read from disk, with its content digest and what the trust
+/// checks need to know about where it came from.
 pub(crate) struct Build {
+    pub path: PathBuf,
     pub bytes: Vec<u8>,
     /// XXH3-128 of the bytes: tells builds apart, fast enough (several GB/s)
     /// to stay a small part of a swap. Not a security measure.
     pub digest: u128,
+    /// Metadata of the file that was read (`fstat` of the open file, so it
+    /// describes these bytes even if the path is replaced meanwhile).
+    pub file: Metadata,
+    /// The directory the file is in, and its metadata.
+    pub directory: (PathBuf, Metadata),
+    /// The detached signature beside the library, as found.
+    pub signature: std::io::Result<Vec<u8>>,
 }
 
 impl Build {
     pub(crate) fn read(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|error| Error::Read {
+        let failed = |error| Error::Read {
             path: path.to_owned(),
             source: Arc::new(error),
-        })?;
-        Ok(Self::from_bytes(bytes))
+        };
+        let mut file = File::open(path).map_err(failed)?;
+        let metadata = file.metadata().map_err(failed)?;
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        file.read_to_end(&mut bytes).map_err(failed)?;
+        let directory = match path.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => Path::new("/"),
+        };
+        let directory_metadata = std::fs::metadata(directory).map_err(failed)?;
+        Ok(Self {
+            path: path.to_owned(),
+            digest: twox_hash::XxHash3_128::oneshot(&bytes),
+            bytes,
+            file: metadata,
+            directory: (directory.to_owned(), directory_metadata),
+            signature: std::fs::read(signature_path(path)),
+        })
     }
 
-    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Self {
-        let digest = twox_hash::XxHash3_128::oneshot(&bytes);
-        Self { bytes, digest }
+    /// Tells refused builds apart: a build refused for its signature is
+    /// worth another look once the signature changes.
+    pub(crate) fn identity(&self) -> u128 {
+        match &self.signature {
+            Ok(signature) => self.digest ^ twox_hash::XxHash3_128::oneshot(signature),
+            Err(_) => self.digest,
+        }
+    }
+
+    fn evidence(&self) -> Evidence<'_> {
+        Evidence {
+            path: &self.path,
+            bytes: &self.bytes,
+            file: &self.file,
+            directory: (&self.directory.0, &self.directory.1),
+            signature: &self.signature,
+        }
     }
 }
 
@@ -109,23 +152,94 @@ pub(crate) struct Shared<M: HotModule> {
     /// the serving build.
     swapping: Mutex<u128>,
     generation: AtomicU64,
-    loads: AtomicU64,
     last_error: Mutex<Option<Error>>,
     pub events: EventHub,
     /// A detected build waiting for the next `get()` (`SwapMode::OnGet`).
     pending: Mutex<Option<Build>>,
     pub has_pending: AtomicBool,
-    // Last: removed after every version (and its copy) is gone.
+    // Last: its directory is removed after every version (and its copy) is
+    // gone.
+    loading: Loading,
+}
+
+/// Runs after a build passed the trust checks and before its private copy
+/// is loaded (tests use it to replace the original file at that moment).
+pub(crate) type BeforeLoad = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// How builds become versions: what they must satisfy, and where their
+/// private copies go.
+pub(crate) struct Loading {
+    pub trust: TrustPolicy,
+    pub before_load: Option<BeforeLoad>,
+    loads: AtomicU64,
     copies: tempfile::TempDir,
+}
+
+impl Loading {
+    pub fn new(
+        trust: TrustPolicy,
+        before_load: Option<BeforeLoad>,
+        copies: tempfile::TempDir,
+    ) -> Self {
+        Self {
+            trust,
+            before_load,
+            loads: AtomicU64::new(0),
+            copies,
+        }
+    }
+
+    /// Checks a build, then loads and checks its private copy; returns the
+    /// version and the time spent checking the loaded library.
+    fn load<M: HotModule>(
+        &self,
+        build: &Build,
+        generation: u64,
+        events: &EventHub,
+    ) -> Result<(Version<M>, std::time::Duration), Error> {
+        self.trust
+            .check(&build.evidence())
+            .map_err(|problem| Error::Untrusted {
+                path: build.path.clone(),
+                problem,
+            })?;
+        if let Some(before_load) = &self.before_load {
+            before_load(&build.path);
+        }
+        let file_name = build
+            .path
+            .file_name()
+            .map_or_else(|| "module".into(), |name| name.to_string_lossy());
+        let copy = self.copies.path().join(format!(
+            "{}.{file_name}",
+            self.loads.fetch_add(1, Ordering::Relaxed)
+        ));
+        // The copy is written from the bytes just checked: what happens to
+        // the original path from here on changes nothing.
+        let (library, resolved, check) = Library::open(
+            &build.path,
+            &build.bytes,
+            copy,
+            M::CRATE,
+            M::MODULE,
+            M::FUNCTIONS,
+        )?;
+        let version = Version {
+            table: M::table(&resolved),
+            generation,
+            library: Some(library),
+            events: events.clone(),
+        };
+        Ok((version, check))
+    }
 }
 
 impl<M: HotModule> Shared<M> {
     /// Loads the first version and runs `setup(None)`.
-    pub fn open(source: PathBuf, copies: tempfile::TempDir) -> Result<Self, Error> {
+    pub fn open(source: PathBuf, loading: Loading) -> Result<Self, Error> {
         let events = EventHub::default();
-        let loads = AtomicU64::new(0);
         let build = Build::read(&source)?;
-        let (version, _) = load::<M>(&source, &build, &copies, &loads, 0, &events)?;
+        let (version, _) = loading.load::<M>(&build, 0, &events)?;
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
             Err(failure) => {
@@ -143,12 +257,11 @@ impl<M: HotModule> Shared<M> {
             state: RwLock::new(StateSlot { version, state }),
             swapping: Mutex::new(build.digest),
             generation: AtomicU64::new(0),
-            loads,
             last_error: Mutex::new(None),
             events,
             pending: Mutex::new(None),
             has_pending: AtomicBool::new(false),
-            copies,
+            loading,
         })
     }
 
@@ -161,7 +274,7 @@ impl<M: HotModule> Shared<M> {
     }
 
     pub fn copy_dir(&self) -> &Path {
-        self.copies.path()
+        self.loading.copies.path()
     }
 
     /// The digest of the build that is serving.
@@ -245,14 +358,7 @@ impl<M: HotModule> Shared<M> {
         let started = Instant::now();
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
-        let (next, check) = load::<M>(
-            &self.source,
-            build,
-            &self.copies,
-            &self.loads,
-            to,
-            &self.events,
-        )?;
+        let (next, check) = self.loading.load::<M>(build, to, &self.events)?;
         let next = Arc::new(next);
         let load = started.elapsed() - check;
 
@@ -324,39 +430,6 @@ impl<M: HotModule> Drop for Shared<M> {
             }
         }
     }
-}
-
-/// Loads and checks a build; returns the version and the time spent checking.
-fn load<M: HotModule>(
-    source: &Path,
-    build: &Build,
-    copies: &tempfile::TempDir,
-    loads: &AtomicU64,
-    generation: u64,
-    events: &EventHub,
-) -> Result<(Version<M>, std::time::Duration), Error> {
-    let file_name = source
-        .file_name()
-        .map_or_else(|| "module".into(), |name| name.to_string_lossy());
-    let copy = copies.path().join(format!(
-        "{}.{file_name}",
-        loads.fetch_add(1, Ordering::Relaxed)
-    ));
-    let (library, resolved, check) = Library::open(
-        source,
-        &build.bytes,
-        copy,
-        M::CRATE,
-        M::MODULE,
-        M::FUNCTIONS,
-    )?;
-    let version = Version {
-        table: M::table(&resolved),
-        generation,
-        library: Some(library),
-        events: events.clone(),
-    };
-    Ok((version, check))
 }
 
 fn setup_or_lost<M: HotModule>(

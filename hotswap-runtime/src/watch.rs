@@ -6,7 +6,7 @@
 //! no event for [`QUIET`], the same size and modification time before and
 //! after reading it, and a complete ELF image. A build that stays incomplete
 //! for [`GRACE`], or is refused, is reported once and not retried until its
-//! content changes.
+//! content (or its signature) changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -22,6 +22,7 @@ use crate::hot::SwapMode;
 use crate::integrity::check_shared_library;
 use crate::module::HotModule;
 use crate::swap::{Build, Shared};
+use crate::trust::signature_path;
 
 /// How long the file must be left alone before it is read.
 const QUIET: Duration = Duration::from_millis(10);
@@ -132,7 +133,7 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
         let Some(build) = read_finished(path) else {
             continue;
         };
-        if build.digest == shared.serving_digest() || reported == Some(build.digest) {
+        if build.digest == shared.serving_digest() || reported == Some(build.identity()) {
             incomplete_since = None;
             continue;
         }
@@ -143,7 +144,7 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
                 continue;
             }
             incomplete_since = None;
-            reported = Some(build.digest);
+            reported = Some(build.identity());
             let error = Error::Malformed {
                 path: path.to_owned(),
                 detail,
@@ -156,12 +157,12 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
             continue;
         }
         incomplete_since = None;
-        let digest = build.digest;
+        let identity = build.identity();
         match mode {
             SwapMode::OnGet => shared.offer(build),
             _ => {
                 if shared.swap(Some(build)).is_err() {
-                    reported = Some(digest);
+                    reported = Some(identity);
                 }
             }
         }
@@ -194,14 +195,16 @@ fn settle(receiver: &Receiver<Message>, path: &Path) -> Wake {
     }
 }
 
+/// Whether `event` is about the library at `path` or its signature.
 fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
+    let signature = signature_path(path);
     match event {
         Ok(event) => {
             !event.kind.is_access()
-                && event
-                    .paths
-                    .iter()
-                    .any(|changed| changed.file_name() == path.file_name())
+                && event.paths.iter().any(|changed| {
+                    changed.file_name() == path.file_name()
+                        || changed.file_name() == signature.file_name()
+                })
         }
         // Lost events (queue overflow): look at the file to be sure.
         Err(_) => true,
@@ -211,9 +214,9 @@ fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
 /// Reads the file if nobody wrote to it while it was read.
 fn read_finished(path: &Path) -> Option<Build> {
     let before = stamp(path)?;
-    let bytes = std::fs::read(path).ok()?;
+    let build = Build::read(path).ok()?;
     let after = stamp(path)?;
-    (before == after && after.0 == bytes.len() as u64).then(|| Build::from_bytes(bytes))
+    (before == after && after.0 == build.bytes.len() as u64).then_some(build)
 }
 
 fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
