@@ -5,8 +5,20 @@
 //! end of the file fault with SIGBUS only when touched), so a half-written
 //! build must be caught here, not by the loader.
 
+use std::path::Path;
+
 use object::read::elf::ElfFile64;
 use object::{Architecture, Endianness, Object, ObjectKind, ObjectSegment};
+
+use crate::error::Error;
+
+/// [`check_shared_library`], as the error that names `source`.
+pub(crate) fn check_loadable(source: &Path, bytes: &[u8]) -> Result<(), Error> {
+    check_shared_library(bytes).map_err(|detail| Error::Malformed {
+        path: source.to_owned(),
+        detail,
+    })
+}
 
 /// Why the bytes are not a loadable library, or `Ok`.
 pub(crate) fn check_shared_library(bytes: &[u8]) -> Result<(), String> {

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
-use crate::loader::{Library, StatePtr};
+use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
 
 /// A build read from disk, with its content digest.
@@ -321,14 +321,8 @@ fn load<M: HotModule>(
         "{}.{file_name}",
         loads.fetch_add(1, Ordering::Relaxed)
     ));
-    let (library, resolved, check) = Library::open(
-        source,
-        &build.bytes,
-        copy,
-        M::CRATE,
-        M::MODULE,
-        M::FUNCTIONS,
-    )?;
+    let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
+    let (library, resolved, check) = Library::open(source, &build.bytes, copy, &expected)?;
     let version = Version {
         table: M::table(&resolved),
         generation,
