@@ -103,6 +103,14 @@
 //! payload is the module's message (a `String`). The module and its state
 //! stay usable.
 //!
+//! # Inspecting and checking builds
+//!
+//! [`inspect::ModuleLibrary`] reads what a library exports (modules,
+//! functions with their signatures, state, `abi_stable` version) without
+//! setting anything up, and [`inspect::check`] tells whether a host built
+//! against one build would accept another, with the very checks and errors
+//! of [`Hot::reload`].
+//!
 //! # What is checked, and what cannot be
 //!
 //! Loading a library runs its initializers before anything can be checked,
@@ -119,6 +127,7 @@ mod error;
 mod events;
 mod export;
 mod hot;
+pub mod inspect;
 mod integrity;
 mod loader;
 mod module;

@@ -13,7 +13,7 @@
 //! These checks are one path, [`Loaded::module`], whatever they compare
 //! against ([`Expected`]): what the host was compiled with, for `Hot::open`
 //! and every swap ([`Library::open`]), or the exports of the build the new
-//! one would replace.
+//! one would replace, for `hotswap check` ([`crate::inspect::check`]).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
