@@ -109,7 +109,9 @@
 //! functions with their signatures, state, `abi_stable` version) without
 //! setting anything up, and [`inspect::check`] tells whether a host built
 //! against one build would accept another, with the very checks and errors
-//! of [`Hot::reload`].
+//! of [`Hot::reload`]. The `hotswap` command-line tool (feature `cli`:
+//! `cargo install hotswap-runtime --features cli`) runs both:
+//! `hotswap inspect LIB` and `hotswap check OLD NEW`.
 //!
 //! # What is checked, and what cannot be
 //!
