@@ -56,17 +56,18 @@ pub(crate) fn run(args: &Args) -> Result<Report, Error> {
             check.module, check.crate_name
         );
         let _ = match &check.result {
-            Ok(compatible) if compatible.added.is_empty() => writeln!(
-                text,
-                "compatible ({} functions checked)",
-                compatible.checked
-            ),
-            Ok(compatible) => writeln!(
-                text,
-                "compatible ({} functions checked; added: {})",
-                compatible.checked,
-                compatible.added.join(", ")
-            ),
+            Ok(compatible) => {
+                let checked = match compatible.checked {
+                    1 => "1 function checked".to_owned(),
+                    count => format!("{count} functions checked"),
+                };
+                let added = if compatible.added.is_empty() {
+                    String::new()
+                } else {
+                    format!("; added: {}", compatible.added.join(", "))
+                };
+                writeln!(text, "compatible ({checked}{added})")
+            }
             Err(error) => writeln!(
                 text,
                 "incompatible\n  {}",
