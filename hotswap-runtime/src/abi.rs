@@ -23,10 +23,13 @@ pub const HEADER_VERSION: u32 = 2;
 /// format is refused.
 pub const HANDOFF_FORMAT: &str = "messagepack/rmp-serde-named";
 
+/// What the name of every module's exported symbol starts with.
+pub const SYMBOL_PREFIX: &str = "__hotswap_module__";
+
 /// The exported symbol of a module: unique per crate and module, so that a
 /// host linking several module crates (as rlibs) never sees two definitions.
 pub fn symbol_name(crate_name: &str, module: &str) -> String {
-    format!("__hotswap_module__{crate_name}__{module}")
+    format!("{SYMBOL_PREFIX}{crate_name}__{module}")
 }
 
 /// `setup`/`teardown` result: the out slot was written.
@@ -93,6 +96,18 @@ pub enum Receiver {
     Shared = 1,
     /// `&mut State`.
     Exclusive = 2,
+}
+
+impl std::fmt::Display for Receiver {
+    /// As the state parameter is written: `stateless`, `&State` or
+    /// `&mut State`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "stateless",
+            Self::Shared => "&State",
+            Self::Exclusive => "&mut State",
+        })
+    }
 }
 
 impl Receiver {

@@ -63,6 +63,16 @@ pub enum Error {
         symbol: String,
     },
 
+    /// The library exports no hot module at all (no `__hotswap_module__*`
+    /// symbol): it was not built from a `#[hot_module]` crate. Reported by
+    /// [`inspect::ModuleLibrary::open`](crate::inspect::ModuleLibrary::open)
+    /// before the library is loaded.
+    #[error("{} exports no hot module (no `__hotswap_module__*` symbol); was it built from a crate with `#[hot_module]`?", path.display())]
+    NoModules {
+        /// The library.
+        path: PathBuf,
+    },
+
     /// The library was built against an incompatible `abi_stable` or
     /// `hotswap-runtime`, or hands state off in another format.
     #[error("{} is incompatible with this host: {detail}", path.display())]

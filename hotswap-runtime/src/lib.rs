@@ -103,6 +103,16 @@
 //! payload is the module's message (a `String`). The module and its state
 //! stay usable.
 //!
+//! # Inspecting and checking builds
+//!
+//! [`inspect::ModuleLibrary`] reads what a library exports (modules,
+//! functions with their signatures, state, `abi_stable` version) without
+//! setting anything up, and [`inspect::check`] tells whether a host built
+//! against one build would accept another, with the very checks and errors
+//! of [`Hot::reload`]. The `hotswap` command-line tool (feature `cli`:
+//! `cargo install hotswap-runtime --features cli`) runs both:
+//! `hotswap inspect LIB` and `hotswap check OLD NEW`.
+//!
 //! # What is checked, and what cannot be
 //!
 //! Loading a library runs its initializers before anything can be checked,
@@ -119,6 +129,7 @@ mod error;
 mod events;
 mod export;
 mod hot;
+pub mod inspect;
 mod integrity;
 mod loader;
 mod module;

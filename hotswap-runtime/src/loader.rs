@@ -9,6 +9,11 @@
 //! checked: code that runs inside `dlopen` (initializers) runs before any of
 //! this, and a library that lies in its header (hand-written, not built by
 //! `#[hot_module]`) is trusted.
+//!
+//! These checks are one path, [`Loaded::module`], whatever they compare
+//! against ([`Expected`]): what the host was compiled with, for `Hot::open`
+//! and every swap ([`Library::open`]), or the exports of the build the new
+//! one would replace, for `hotswap check` ([`crate::inspect::check`]).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -30,17 +35,15 @@ use crate::abi::{
 };
 use crate::error::Error;
 use crate::export::Signature;
-use crate::integrity::check_shared_library;
+use crate::integrity::check_loadable;
 use crate::module::{FnSpec, Resolved, Shim};
 use crate::residency::is_mapped;
 
-/// A module library loaded from a private copy. Dropping it unloads the
-/// library and deletes the copy.
+/// One module of a loaded library, checked against what the host expects:
+/// the version a `Hot` serves.
 pub(crate) struct Library {
-    /// `None` once closed.
-    handle: Option<RawLibrary>,
+    loaded: Loaded,
     descriptor: NonNull<ModuleDescriptor>,
-    copy: PathBuf,
 }
 
 // SAFETY: the handle is `Send + Sync`; the descriptor is immutable data in
@@ -67,105 +70,25 @@ pub(crate) struct Failure {
 
 impl Library {
     /// Writes `bytes` (read from `source`) to `copy`, loads the copy and
-    /// checks it against what the host was compiled with. Returns the time
-    /// spent loading and checking.
+    /// checks it against what the host expects. Returns the time spent
+    /// checking.
     pub(crate) fn open(
         source: &Path,
         bytes: &[u8],
         copy: PathBuf,
-        crate_name: &str,
-        module: &'static str,
-        functions: &[FnSpec],
+        expected: &Expected<'_>,
     ) -> Result<(Self, Resolved, Duration), Error> {
-        check_shared_library(bytes).map_err(|detail| Error::Malformed {
-            path: source.to_owned(),
-            detail,
-        })?;
-        // dlopen caches by path and by inode: a fresh copy is the only way to
-        // get a second version of the same library into the process. The
-        // bytes checked above are the bytes loaded, whatever happens to
-        // `source` meanwhile.
-        write_private_copy(&copy, bytes).map_err(|error| Error::Read {
-            path: copy.clone(),
-            source: Arc::new(error),
-        })?;
-        // SAFETY: loading runs the library's initializers; that is the
-        // inherent risk of loading code, documented on `Hot::open`. RTLD_LOCAL
-        // keeps its symbols from interposing on anything else.
-        let handle = match unsafe { RawLibrary::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) } {
-            Ok(handle) => handle,
-            Err(error) => {
-                let _ = std::fs::remove_file(&copy);
-                return Err(Error::Load {
-                    path: source.to_owned(),
-                    source: Arc::new(error),
-                });
-            }
-        };
-        let loaded = Instant::now();
-        let symbol = abi::symbol_name(crate_name, module);
-        // SAFETY: a symbol lookup; the address is only read below after the
-        // magic bytes confirm it is a module header.
-        let header = unsafe { handle.get::<*const ModuleHeader>(symbol.as_bytes()) }
-            .ok()
-            .map(|symbol| *symbol)
-            .filter(|header| !header.is_null());
-        let mut library = Self {
-            handle: Some(handle),
-            descriptor: NonNull::dangling(),
-            copy,
-        };
-        let Some(header) = header else {
-            return Err(Error::NotAModule {
-                path: source.to_owned(),
-                module,
-                symbol,
-            });
-        };
-        let incompatible = |detail: String| Error::Incompatible {
-            path: source.to_owned(),
-            detail,
-        };
-        // SAFETY: the symbol is named after this crate and module, so it is a
-        // `ModuleHeader` built by some `hotswap-runtime`; its first fields
-        // (magic, version) have had the same layout in every version.
-        let (magic, header_version) = unsafe { ((*header).magic, (*header).header_version) };
-        if magic != abi::MAGIC {
-            return Err(incompatible(format!(
-                "symbol `{symbol}` is not a hotswap module header"
-            )));
-        }
-        if header_version != abi::HEADER_VERSION {
-            return Err(incompatible(format!(
-                "built by a hotswap-runtime with module header version {header_version}, this host uses version {}",
-                abi::HEADER_VERSION
-            )));
-        }
-        // SAFETY: same header version, so the whole header has our layout.
-        let header = unsafe { &*header };
-        if !AbiStableVersion::CURRENT.is_compatible(&header.abi_stable) {
-            return Err(incompatible(format!(
-                "built with {}, this host uses {}",
-                header.abi_stable,
-                AbiStableVersion::CURRENT
-            )));
-        }
-        library.descriptor = NonNull::from(header.descriptor);
-        let descriptor = library.descriptor();
-        if descriptor.handoff_format.as_str() != abi::HANDOFF_FORMAT {
-            return Err(incompatible(format!(
-                "hands state off as `{}`, this host expects `{}`",
-                descriptor.handoff_format,
-                abi::HANDOFF_FORMAT
-            )));
-        }
-        let resolved = resolve(source, descriptor, module, functions)?;
-        Ok((library, resolved, loaded.elapsed()))
+        let loaded = Loaded::open(source, bytes, copy)?;
+        let started = Instant::now();
+        let (descriptor, resolved) = loaded.module(source, expected)?;
+        let descriptor = NonNull::from(descriptor);
+        let library = Self { loaded, descriptor };
+        Ok((library, resolved, started.elapsed()))
     }
 
-    pub(crate) fn descriptor(&self) -> &ModuleDescriptor {
-        // SAFETY: points into the library image, which stays loaded until
-        // `close`, which takes `self`.
+    fn descriptor(&self) -> &ModuleDescriptor {
+        // SAFETY: points into the library image, which stays loaded as long
+        // as `self.loaded`.
         unsafe { self.descriptor.as_ref() }
     }
 
@@ -213,9 +136,172 @@ impl Library {
             Err(failure(status, unsafe { message.assume_init() }))
         }
     }
+
+    /// The private copy this library was loaded from.
+    pub(crate) fn copy(&self) -> &Path {
+        self.loaded.copy()
+    }
+
+    /// Unloads the library and deletes its copy; see [`Loaded::close`].
+    pub(crate) fn close(self) -> bool {
+        self.loaded.close()
+    }
 }
 
-impl Library {
+/// A library loaded from a private copy, whatever modules it exports.
+/// Dropping it unloads the library and deletes the copy.
+pub(crate) struct Loaded {
+    /// `None` once closed.
+    handle: Option<RawLibrary>,
+    copy: PathBuf,
+}
+
+/// What a module build is checked against: what a host was compiled with
+/// ([`Expected::host`], on every `open` and `reload`), or what the build it
+/// would replace exports (`hotswap check`). One set of checks serves both.
+pub(crate) struct Expected<'a> {
+    /// The crate the module is in.
+    pub crate_name: &'a str,
+    /// The module.
+    pub module: &'static str,
+    /// How the host hands state over.
+    pub handoff_format: &'a str,
+    /// Every function the host calls.
+    pub functions: &'a [FnSpec],
+}
+
+impl Expected<'static> {
+    /// What a host compiled with this runtime against `functions` expects.
+    pub(crate) fn host(
+        crate_name: &'static str,
+        module: &'static str,
+        functions: &'static [FnSpec],
+    ) -> Self {
+        Self {
+            crate_name,
+            module,
+            handoff_format: abi::HANDOFF_FORMAT,
+            functions,
+        }
+    }
+}
+
+impl Loaded {
+    /// Checks that `bytes` (read from `source`) are a complete shared
+    /// library, writes them to `copy` and loads the copy.
+    pub(crate) fn open(source: &Path, bytes: &[u8], copy: PathBuf) -> Result<Self, Error> {
+        check_loadable(source, bytes)?;
+        // dlopen caches by path and by inode: a fresh copy is the only way to
+        // get a second version of the same library into the process. The
+        // bytes checked above are the bytes loaded, whatever happens to
+        // `source` meanwhile.
+        write_private_copy(&copy, bytes).map_err(|error| Error::Read {
+            path: copy.clone(),
+            source: Arc::new(error),
+        })?;
+        // SAFETY: loading runs the library's initializers; that is the
+        // inherent risk of loading code, documented on `Hot::open` and on the
+        // `hotswap` tool. RTLD_LOCAL keeps its symbols from interposing on
+        // anything else.
+        match unsafe { RawLibrary::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) } {
+            Ok(handle) => Ok(Self {
+                handle: Some(handle),
+                copy,
+            }),
+            Err(error) => {
+                let _ = std::fs::remove_file(&copy);
+                Err(Error::Load {
+                    path: source.to_owned(),
+                    source: Arc::new(error),
+                })
+            }
+        }
+    }
+
+    /// The module header exported under `symbol`, if there is one, once
+    /// what must be checked before anything behind it is read was checked:
+    /// magic, header version and `abi_stable` version (the descriptor is
+    /// made of `abi_stable` types).
+    pub(crate) fn header(
+        &self,
+        source: &Path,
+        symbol: &str,
+    ) -> Result<Option<&ModuleHeader>, Error> {
+        let handle = self
+            .handle
+            .as_ref()
+            .expect("a library has its handle until it closes");
+        // SAFETY: a symbol lookup; the address is only read below after the
+        // magic bytes confirm it is a module header.
+        let header = unsafe { handle.get::<*const ModuleHeader>(symbol.as_bytes()) }
+            .ok()
+            .map(|symbol| *symbol)
+            .filter(|header| !header.is_null());
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let incompatible = |detail: String| Error::Incompatible {
+            path: source.to_owned(),
+            detail,
+        };
+        // SAFETY: the symbol is named like a module header, so it is a
+        // `ModuleHeader` built by some `hotswap-runtime`; its first fields
+        // (magic, version) have had the same layout in every version.
+        let (magic, header_version) = unsafe { ((*header).magic, (*header).header_version) };
+        if magic != abi::MAGIC {
+            return Err(incompatible(format!(
+                "symbol `{symbol}` is not a hotswap module header"
+            )));
+        }
+        if header_version != abi::HEADER_VERSION {
+            return Err(incompatible(format!(
+                "built by a hotswap-runtime with module header version {header_version}, this host uses version {}",
+                abi::HEADER_VERSION
+            )));
+        }
+        // SAFETY: same header version, so the whole header has our layout;
+        // it is in the library image, loaded as long as `self`.
+        let header = unsafe { &*header };
+        if !AbiStableVersion::CURRENT.is_compatible(&header.abi_stable) {
+            return Err(incompatible(format!(
+                "built with {}, this host uses {}",
+                header.abi_stable,
+                AbiStableVersion::CURRENT
+            )));
+        }
+        Ok(Some(header))
+    }
+
+    /// Every check a new build passes before it is set up: the module's
+    /// header ([`Loaded::header`]), its handoff format, and every function
+    /// `expected` lists ([`resolve`]). `source` is the file named in errors.
+    pub(crate) fn module(
+        &self,
+        source: &Path,
+        expected: &Expected<'_>,
+    ) -> Result<(&ModuleDescriptor, Resolved), Error> {
+        let symbol = abi::symbol_name(expected.crate_name, expected.module);
+        let Some(header) = self.header(source, &symbol)? else {
+            return Err(Error::NotAModule {
+                path: source.to_owned(),
+                module: expected.module,
+                symbol,
+            });
+        };
+        let descriptor = header.descriptor;
+        if descriptor.handoff_format.as_str() != expected.handoff_format {
+            return Err(Error::Incompatible {
+                path: source.to_owned(),
+                detail: format!(
+                    "hands state off as `{}`, this host expects `{}`",
+                    descriptor.handoff_format, expected.handoff_format
+                ),
+            });
+        }
+        let resolved = resolve(source, descriptor, expected.module, expected.functions)?;
+        Ok((descriptor, resolved))
+    }
+
     /// The private copy this library was loaded from.
     pub(crate) fn copy(&self) -> &Path {
         &self.copy
@@ -246,7 +332,7 @@ impl Library {
     }
 }
 
-impl Drop for Library {
+impl Drop for Loaded {
     fn drop(&mut self) {
         self.unload();
     }
@@ -279,7 +365,9 @@ unsafe extern "C" fn append_to_vec(ctx: *mut c_void, data: *const u8, len: usize
     unsafe { (*ctx.cast::<Vec<u8>>()).extend_from_slice(std::slice::from_raw_parts(data, len)) }
 }
 
-/// Finds and checks every function the host calls.
+/// Finds and checks every function the host calls: present, needing no
+/// more access to the state than the host grants, and with argument and
+/// return layouts `abi_stable` finds compatible.
 fn resolve(
     path: &Path,
     descriptor: &ModuleDescriptor,

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
-use crate::loader::{Library, StatePtr};
+use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
 use crate::trust::{signature_path, Evidence, TrustPolicy};
 
@@ -216,14 +216,8 @@ impl Loading {
         ));
         // The copy is written from the bytes just checked: what happens to
         // the original path from here on changes nothing.
-        let (library, resolved, check) = Library::open(
-            &build.path,
-            &build.bytes,
-            copy,
-            M::CRATE,
-            M::MODULE,
-            M::FUNCTIONS,
-        )?;
+        let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
+        let (library, resolved, check) = Library::open(&build.path, &build.bytes, copy, &expected)?;
         let version = Version {
             table: M::table(&resolved),
             generation,

@@ -5,6 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use counter::counter::{Hot, Point};
+use hotswap_runtime::inspect::{self, ModuleLibrary};
 use hotswap_runtime::{Error, Options, SwapMode};
 use hotswap_tests::{library, Fixture, Stage};
 
@@ -192,6 +193,7 @@ fn refused_swaps_name_the_cause_and_keep_the_old_version_serving() {
         break_it(&stage);
         let error = hot.reload().expect_err(case);
         assert!(is_expected(&error), "{case}: unexpected error {error:?}");
+        assert_check_agrees(case, &stage, &error);
         assert!(
             error.to_string().contains(message),
             "{case}: message {:?} lacks {message:?}",
@@ -210,6 +212,33 @@ fn refused_swaps_name_the_cause_and_keep_the_old_version_serving() {
             .unwrap_or_else(|error| panic!("{case}: good build after a refused one: {error}"));
         assert_eq!((hot.get().version(), hot.get().count()), (2, 8), "{case}");
         assert!(hot.last_error().is_none(), "{case}");
+    }
+}
+
+/// `inspect::check` (what `hotswap check` runs) of version 1 against the
+/// staged file refuses it with the error `reload()` gave, word for word,
+/// except where only running `setup` can tell.
+fn assert_check_agrees(case: &str, stage: &Stage, reload_error: &Error) {
+    let old = ModuleLibrary::open(library(Fixture::V1)).expect("open version 1");
+    let verdict = ModuleLibrary::open(stage.path()).and_then(|new| {
+        let checks = inspect::check(&old, &new)?;
+        assert_eq!(checks.len(), 1, "{case}");
+        Ok(checks.into_iter().next().expect("one module").result)
+    });
+    match (reload_error, verdict) {
+        // `check` does not run `setup`.
+        (Error::Setup { .. }, Ok(Ok(_))) => {}
+        // The loader's message names the private copy, which differs.
+        (Error::Load { .. }, Err(error @ Error::Load { .. })) => {
+            assert!(
+                error.to_string().contains("undefined symbol"),
+                "{case}: {error}"
+            );
+        }
+        (_, Err(error) | Ok(Err(error))) => {
+            assert_eq!(error.to_string(), reload_error.to_string(), "{case}");
+        }
+        (_, Ok(Ok(compatible))) => panic!("{case}: check accepted it: {compatible:?}"),
     }
 }
 
