@@ -261,10 +261,15 @@ pub struct Stage {
 impl Stage {
     /// A stage holding `fixture`.
     pub fn with(fixture: Fixture) -> Self {
+        Self::with_file(&library(fixture))
+    }
+
+    /// A stage holding a copy of the library `file`.
+    pub fn with_file(file: &Path) -> Self {
         let stage = Self {
             dir: tempfile::tempdir().expect("create stage"),
         };
-        stage.put(fixture);
+        stage.put_file(file);
         stage
     }
 
