@@ -8,6 +8,7 @@
 //! version 1 in exactly the way its name says.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -292,7 +293,15 @@ impl Stage {
     pub fn put_bytes(&self, bytes: &[u8]) {
         let next = self.dir.path().join("next.so");
         std::fs::write(&next, bytes).expect("write staged library");
+        // Whatever the umask: the runtime refuses libraries others can write.
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o644))
+            .expect("set staged library permissions");
         std::fs::rename(&next, self.path()).expect("rename staged library");
+    }
+
+    /// The directory holding the library.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Removes the library.

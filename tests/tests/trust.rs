@@ -1,0 +1,309 @@
+//! Only trusted code loads: every refusal happens before `dlopen` (no copy
+//! is written, so none of the build's code ran), names the problem, is
+//! reported as a swap event, and keeps the old version serving with its
+//! state.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use counter::counter::Hot;
+use hotswap_runtime::trust::{signature_path, SecretKey, Sha256Digest, TrustProblem};
+use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
+use hotswap_tests::{library, Fixture, Stage};
+
+fn bytes_of(fixture: Fixture) -> Vec<u8> {
+    std::fs::read(library(fixture)).expect("read fixture")
+}
+
+fn sign(stage: &Stage, key: &SecretKey) {
+    let library = std::fs::read(stage.path()).expect("read staged library");
+    std::fs::write(
+        signature_path(&stage.path()),
+        format!("{}\n", key.sign(&library)),
+    )
+    .expect("write signature");
+}
+
+fn manual() -> Options {
+    Options::new().swap_mode(SwapMode::Manual)
+}
+
+/// Version 1, signed by `key`, opened with only `key` trusted, its state
+/// brought to a known count.
+fn signed_v1(key: &SecretKey, options: Options) -> (Stage, Hot) {
+    let stage = Stage::with(Fixture::V1);
+    sign(&stage, key);
+    let hot = Hot::open_with(stage.path(), options.trust_keys([key.public_key()]))
+        .expect("open signed version 1");
+    hot.get().increment(7);
+    (stage, hot)
+}
+
+/// What every refusal must leave: version 1 serving, state intact, and
+/// the refused build never copied (so never loaded).
+fn assert_refused_before_loading(hot: &Hot, error: &Error) -> TrustProblem {
+    assert_eq!(hot.generation(), 0, "{error}");
+    assert_eq!(hot.get().version(), 1);
+    assert_eq!(hot.get().count(), 7);
+    assert_eq!(
+        std::fs::read_dir(hot.copy_dir()).unwrap().count(),
+        1,
+        "only version 1's private copy exists: the refused build was never loaded"
+    );
+    match (error, hot.last_error()) {
+        (Error::Untrusted { problem, .. }, Some(Error::Untrusted { .. })) => problem.clone(),
+        other => panic!("not a trust refusal: {other:?}"),
+    }
+}
+
+fn refused(events: &Receiver<SwapEvent>) -> Error {
+    events
+        .try_iter()
+        .find_map(|event| match event {
+            SwapEvent::Refused { error, .. } => Some(error),
+            _ => None,
+        })
+        .expect("a Refused event")
+}
+
+#[test]
+fn an_unsigned_build_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, manual());
+    let events = hot.subscribe();
+    // A build that would fail inside dlopen: refused before it gets there.
+    stage.put(Fixture::Unresolved);
+    std::fs::remove_file(signature_path(&stage.path())).unwrap();
+    let error = hot.reload().expect_err("no signature");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::SignatureMissing { signature } if *signature == signature_path(&stage.path())),
+        "{problem}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("it is not signed: no signature at"),
+        "{error}"
+    );
+    assert!(matches!(refused(&events), Error::Untrusted { .. }));
+}
+
+#[test]
+fn a_build_with_one_flipped_byte_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, manual());
+    stage.put(Fixture::V2);
+    sign(&stage, &key);
+    let mut tampered = std::fs::read(stage.path()).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    stage.put_bytes(&tampered);
+    let error = hot.reload().expect_err("tampered");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(problem, TrustProblem::SignatureInvalid { .. }),
+        "{problem}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("does not verify with any trusted key"),
+        "{error}"
+    );
+
+    // The untouched, signed build is accepted.
+    stage.put(Fixture::V2);
+    hot.reload().expect("signed version 2");
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
+}
+
+#[test]
+fn a_build_signed_by_another_key_is_refused() {
+    let key = SecretKey::generate().unwrap();
+    let stranger = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, manual());
+    stage.put(Fixture::V2);
+    sign(&stage, &stranger);
+    let error = hot.reload().expect_err("signed by a key nobody trusts");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(problem, TrustProblem::SignatureInvalid { .. }),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_build_whose_digest_is_not_allowed_is_refused() {
+    let v1 = Sha256Digest::of(&bytes_of(Fixture::V1));
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), manual().allow_digests([v1])).expect("v1 is allowed");
+    hot.get().increment(7);
+    stage.put(Fixture::V2);
+    let error = hot.reload().expect_err("v2 is not allowed");
+    let problem = assert_refused_before_loading(&hot, &error);
+    let v2 = Sha256Digest::of(&bytes_of(Fixture::V2));
+    assert!(
+        matches!(problem, TrustProblem::DigestNotAllowed { sha256 } if sha256 == v2),
+        "{problem}"
+    );
+    assert!(error.to_string().contains(&v2.to_string()), "{error}");
+}
+
+#[test]
+fn a_library_others_can_write_is_refused_unless_allowed() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), manual()).unwrap();
+    hot.get().increment(7);
+    stage.put(Fixture::V2);
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let error = hot.reload().expect_err("world-writable library");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::WritableByOthers { path, mode } if *path == stage.path() && mode & 0o777 == 0o666),
+        "{problem}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("is writable by other users (mode 666)"),
+        "{error}"
+    );
+
+    // The development switch lets it through.
+    let relaxed = Hot::open_with(stage.path(), manual().allow_insecure_files(true))
+        .expect("allowed for development");
+    assert_eq!(relaxed.get().version(), 2);
+}
+
+#[test]
+fn a_library_in_a_directory_others_can_write_is_refused() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), manual()).unwrap();
+    hot.get().increment(7);
+    stage.put(Fixture::V2);
+    std::fs::set_permissions(stage.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let error = hot.reload().expect_err("world-writable directory");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::WritableByOthers { path, .. } if path == stage.dir()),
+        "{problem}"
+    );
+    let error = Hot::open_with(stage.path(), manual()).expect_err("open refuses it too");
+    assert!(matches!(error, Error::Untrusted { .. }), "{error}");
+}
+
+#[test]
+fn a_library_owned_by_another_user_is_refused() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), manual()).unwrap();
+    hot.get().increment(7);
+    stage.put(Fixture::V2);
+    let me = current_uid(stage.dir());
+    if me != 0 {
+        // Only root can give a file away; other users are covered by the
+        // permission tests above.
+        eprintln!("not root: skipping the ownership case");
+        return;
+    }
+    std::os::unix::fs::chown(stage.path(), Some(4242), None).unwrap();
+    let error = hot.reload().expect_err("owned by uid 4242");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::OwnedByOtherUser { owner: 4242, .. }),
+        "{problem}"
+    );
+}
+
+/// The current user: the owner of a directory this process created.
+fn current_uid(created: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(created).unwrap().uid()
+}
+
+#[test]
+fn replacing_the_file_between_check_and_load_changes_nothing() {
+    let key = SecretKey::generate().unwrap();
+    let stage = Stage::with(Fixture::V1);
+    sign(&stage, &key);
+    let unresolved = bytes_of(Fixture::Unresolved);
+    let original = stage.path();
+    // Right after the checks pass, an attacker swaps in a build that was
+    // never signed (one that dlopen would refuse, so loading it would show).
+    let attack = move |path: &Path| {
+        if path == original && std::fs::read(path).unwrap() != unresolved {
+            let next = path.with_extension("attack");
+            std::fs::write(&next, &unresolved).unwrap();
+            std::fs::rename(&next, path).unwrap();
+        }
+    };
+    let hot = Hot::open_with(
+        stage.path(),
+        manual()
+            .trust_keys([key.public_key()])
+            .__before_load(attack),
+    )
+    .expect("the checked bytes are the ones loaded");
+    assert_eq!(hot.get().version(), 1);
+    hot.get().increment(7);
+    let copies: Vec<_> = std::fs::read_dir(hot.copy_dir()).unwrap().collect();
+    assert_eq!(copies.len(), 1);
+    let copy = copies[0].as_ref().unwrap().path();
+    assert_eq!(
+        Sha256Digest::of_file(&copy).unwrap(),
+        Sha256Digest::of(&bytes_of(Fixture::V1)),
+        "the private copy holds the checked build"
+    );
+    // The file on disk is now the attacker's: the next reload checks it
+    // and refuses it.
+    let error = hot
+        .reload()
+        .expect_err("the replacement is not signed by the key");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(problem, TrustProblem::SignatureInvalid { .. }),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_watched_build_waits_for_its_signature() {
+    let key = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, Options::new());
+    let events = hot.subscribe();
+    // The build lands first, beside the previous build's signature:
+    // refused and reported...
+    stage.put(Fixture::V2);
+    let first = events
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an event");
+    let SwapEvent::Refused { error, .. } = first else {
+        panic!("expected a refusal, got {first:?}");
+    };
+    assert!(
+        matches!(
+            &error,
+            Error::Untrusted {
+                problem: TrustProblem::SignatureInvalid { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!((hot.get().version(), hot.get().count()), (1, 7));
+    // ...then its signature lands, and the same build is taken.
+    sign(&stage, &key);
+    loop {
+        match events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an event")
+        {
+            SwapEvent::Swapped { .. } => break,
+            SwapEvent::Refused { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
+}
