@@ -1,9 +1,81 @@
-//! `#[hot_module]`, re-exported by `hotswap-runtime`; see its docs.
+//! `#[hot_module]`: turns an ordinary Rust module into one that a running
+//! host can swap for a new build, carrying its state across.
 //!
-//! Stages, one file each: [`parse`] reads the module into a model,
-//! [`validate`] refuses what cannot survive a swap, [`types`] maps argument
-//! and return types to their FFI-safe counterparts, and [`expand`] writes
-//! the exports and the host accessors.
+//! Use it through `hotswap-runtime`, which re-exports it; the generated code
+//! names only `::hotswap_runtime::__private` and `::core`/`::std` paths.
+//!
+//! # Why a macro
+//!
+//! Calling into a library that may be replaced at any moment needs three
+//! things ordinary Rust does not give: an FFI-safe boundary whose types can be
+//! checked against the host's, state that survives the library it lives in,
+//! and a guarantee that no state hides where a swap cannot reach it. The
+//! attribute writes the first, routes the second through `setup`/`teardown`,
+//! and refuses the third at compile time.
+//!
+//! # Example
+//!
+//! ```ignore
+//! use hotswap_runtime::hot_module;
+//!
+//! #[hot_module]
+//! pub mod counter {
+//!     use serde::{Deserialize, Serialize};
+//!
+//!     #[derive(Default, Serialize, Deserialize)]
+//!     pub struct State { pub count: u64 }
+//!
+//!     // Receives what the previous version's teardown returned.
+//!     pub fn setup(prev: Option<State>) -> State { prev.unwrap_or_default() }
+//!     // Its value is serialized and handed to the next version's setup.
+//!     pub fn teardown(state: State) -> State { state }
+//!
+//!     // `&State`/`&mut State` first: the runtime injects the state.
+//!     pub fn increment(state: &mut State, by: u64) -> u64 { state.count += by; state.count }
+//!     pub fn greet(name: &str) -> String { format!("hello, {name}") }
+//! }
+//!
+//! // In the host, which depends on this crate too:
+//! let hot = counter::Hot::open("target/debug/libcounter.so")?;
+//! assert_eq!(hot.get().increment(5), 5);
+//! ```
+//!
+//! # What it generates
+//!
+//! Inside the module, beside the user's items (which stay as written):
+//! - for each exported function, an `extern "C"` shim that converts the
+//!   arguments from `abi_stable` FFI types, calls the function with the
+//!   state if it takes one, catches a panic, and converts the result back;
+//! - one header, exported under `__hotswap_module__{crate}__{module}`,
+//!   listing every function with its Rust signature, state access and
+//!   `abi_stable` layout, plus `setup`/`teardown` entry points that move the
+//!   state through a MessagePack buffer the host owns;
+//! - for the host: `Hot` (an alias of `hotswap_runtime::Hot` for this module)
+//!   and `HotGuard`, with one typed method per exported function, same name,
+//!   same arguments minus the state, same return type.
+//!
+//! How the runtime loads, checks and swaps builds is described in the
+//! `hotswap-runtime` crate docs.
+//!
+//! # What it refuses
+//!
+//! Each with an error on the offending tokens that says what to do instead,
+//! all reported together, and the module still emitted so IDEs keep working:
+//! `static` and `static mut` items anywhere in the module (function bodies and
+//! nested modules included), `thread_local!` and `lazy_static!` (state must
+//! live in the state type so it survives a swap); generic, `async`, `unsafe`
+//! or `extern` exported functions; argument or return types that cannot cross
+//! (the message lists what can); and items whose names clash with generated
+//! ones. The UI tests in `tests/ui` show each message.
+//!
+//! # Stages
+//!
+//! One file each: `parse.rs` reads the module into a model, `validate.rs`
+//! refuses what cannot survive a swap, `types.rs` maps argument and return
+//! types to their FFI-safe counterparts, and `expand.rs` writes the exports
+//! and the host accessors.
+
+#![warn(missing_docs)]
 
 mod expand;
 mod parse;
@@ -12,7 +84,8 @@ mod validate;
 
 use proc_macro::TokenStream;
 
-/// Makes a module hot-swappable. See the `hotswap-runtime` crate docs.
+/// Makes a module hot-swappable: see the crate docs for what it accepts,
+/// generates and refuses.
 #[proc_macro_attribute]
 pub fn hot_module(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::hot_module(args.into(), input.into()).into()

@@ -113,13 +113,68 @@
 //! `cargo install hotswap-runtime --features cli`) runs both:
 //! `hotswap inspect LIB` and `hotswap check OLD NEW`.
 //!
+//! # Rebuild on save
+//!
+//! [`Options::rebuild_on_save`] names the module crate's directory: when
+//! one of its sources changes, the runtime runs `cargo build --lib` for it
+//! (debounced, in the profile the opened library came from) and swaps the
+//! result in. Cargo's output reaches the host as [`SwapEvent::Built`] or
+//! [`SwapEvent::BuildFailed`]; a failed build leaves the serving version
+//! serving.
+//!
+//! ```no_run
+//! # #[hotswap_runtime::hot_module] pub mod counter { pub fn one() -> u32 { 1 } }
+//! use hotswap_runtime::{Options, SwapEvent};
+//!
+//! # fn main() -> Result<(), hotswap_runtime::Error> {
+//! let hot = counter::Hot::open_with(
+//!     "counter/target/debug/libcounter.so",
+//!     Options::new().rebuild_on_save("counter"),
+//! )?;
+//! for event in hot.subscribe() {
+//!     match event {
+//!         SwapEvent::BuildFailed { error, .. } => eprintln!("{error}"),
+//!         SwapEvent::Swapped { to, .. } => println!("now serving generation {to}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # What is checked, and what cannot be
 //!
-//! Loading a library runs its initializers before anything can be checked,
-//! and a library that forges its header is believed: only load libraries you
-//! trust. The layout check covers every type crossing the boundary, including
-//! user types deriving `abi_stable::StableAbi`; it cannot see the module's
-//! state type, which never crosses (only its serialized handoff does).
+//! Before a build is loaded ([`trust`]): the library file and its directory
+//! belong to the current user (or root) and only their owner can write them
+//! (unless [`Options::allow_insecure_files`]), its SHA-256 is one of
+//! [`Options::allow_digests`] if given, and its detached signature verifies
+//! with one of [`Options::trust_keys`] if given. These checks and the ELF
+//! check run on the bytes read from disk, and exactly those bytes are
+//! written to the private copy that is loaded.
+//!
+//! After loading, before anything is called: the module header, the
+//! `abi_stable` version, the handoff format, and every function the host
+//! calls, including the layouts of every type crossing the boundary (user
+//! types deriving `abi_stable::StableAbi` too).
+//!
+//! What cannot be checked: loading a library runs its initializers before
+//! the header can be read, and a library that forges its header is believed,
+//! so only load builds you trust (pin them with digests or signatures). The
+//! module's state type never crosses the boundary, only its serialized
+//! handoff does, so its layout is not checked: the handoff's field names are
+//! what versions agree on. Native code that passed every check still runs
+//! with the process's full rights.
+//!
+//! # Safety
+//!
+//! The API is safe to call, but it rests on promises no runtime check can
+//! fully verify: that a library exporting a hotswap header was produced by
+//! `#[hot_module]` from the same `hotswap-runtime` (the header's magic,
+//! version and layouts are checked, not forged), and that nothing a module
+//! version created outlives it (the generated code keeps to this: values are
+//! converted to host types before the version is released). Every `unsafe`
+//! block that relies on these is in the loader, each with the reason it
+//! holds.
 
 #![warn(missing_docs)]
 
