@@ -6,6 +6,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
@@ -57,13 +58,16 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
-    /// Default options: [`SwapMode::Background`], private copies in a fresh
-    /// directory (mode 0700) under the system temporary directory.
+    /// Default options: [`SwapMode::Background`], private copies under the
+    /// system temporary directory, and the default trust checks (see
+    /// [`trust`](crate::trust)).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Creates the private directory for library copies under `dir`.
+    /// Keeps private copies under `dir` instead of the system temporary
+    /// directory: in this process's directory there (mode 0700, removed when
+    /// the last `Hot` using it drops), one directory per `Hot`.
     pub fn copy_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.copy_dir = Some(dir.into());
         self
@@ -178,14 +182,10 @@ impl<M: HotModule> Hot<M> {
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
         let source = path.as_ref().to_owned();
         let base = options.copy_dir.unwrap_or_else(std::env::temp_dir);
-        // tempfile creates the directory with mode 0700.
-        let copies = tempfile::Builder::new()
-            .prefix("hotswap-")
-            .tempdir_in(&base)
-            .map_err(|error| Error::Read {
-                path: base.clone(),
-                source: Arc::new(error),
-            })?;
+        let copies = CopyDir::create(&base).map_err(|error| Error::Read {
+            path: base.clone(),
+            source: Arc::new(error),
+        })?;
         // Checked before loading: a mistake here costs no module setup.
         let rebuild = options
             .rebuild_crate

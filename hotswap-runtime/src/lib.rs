@@ -180,6 +180,7 @@
 
 mod abi;
 mod build;
+mod copies;
 mod error;
 mod events;
 mod export;

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::loader::{Expected, Library, StatePtr};
@@ -172,15 +173,11 @@ pub(crate) struct Loading {
     pub trust: TrustPolicy,
     pub before_load: Option<BeforeLoad>,
     loads: AtomicU64,
-    copies: tempfile::TempDir,
+    copies: CopyDir,
 }
 
 impl Loading {
-    pub fn new(
-        trust: TrustPolicy,
-        before_load: Option<BeforeLoad>,
-        copies: tempfile::TempDir,
-    ) -> Self {
+    pub fn new(trust: TrustPolicy, before_load: Option<BeforeLoad>, copies: CopyDir) -> Self {
         Self {
             trust,
             before_load,

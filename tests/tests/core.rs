@@ -2,6 +2,7 @@
 //! type, swaps that carry state, and every refused swap leaving the old
 //! version serving with its state intact.
 
+use std::os::unix::fs::PermissionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use counter::counter::{Hot, Point};
@@ -349,25 +350,46 @@ fn dropping_hot_tears_down_and_removes_private_copies() {
         "the swap ran version 1's teardown"
     );
     hot.get().increment(1);
-    let private_dirs = || {
-        std::fs::read_dir(copies.path())
+    let subdirs = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .filter(|path| path.is_dir())
             .collect::<Vec<_>>()
     };
-    let dirs = private_dirs();
-    assert_eq!(dirs.len(), 1);
+    let private_dirs = || subdirs(copies.path());
+    // One directory for the process, one in it per `Hot`, both private.
+    let process_dirs = private_dirs();
+    assert_eq!(process_dirs.len(), 1);
+    assert_eq!(hot.copy_dir().parent(), Some(process_dirs[0].as_path()));
+    for dir in [process_dirs[0].as_path(), hot.copy_dir()] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{} is private", dir.display());
+    }
     assert_eq!(
-        std::fs::read_dir(&dirs[0]).unwrap().count(),
+        std::fs::read_dir(hot.copy_dir()).unwrap().count(),
         1,
         "only the serving version's copy is left"
     );
+    // A second `Hot` shares the process directory.
+    let other = Hot::open_with(
+        stage.path(),
+        Options::new()
+            .copy_dir(copies.path())
+            .swap_mode(SwapMode::Manual),
+    )
+    .unwrap();
+    assert_eq!(other.copy_dir().parent(), Some(process_dirs[0].as_path()));
+    assert_eq!(subdirs(&process_dirs[0]).len(), 2);
+    drop(other);
     drop(hot);
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
         "42",
         "dropping Hot ran version 2's teardown"
     );
-    assert!(private_dirs().is_empty(), "no copies are left behind");
+    assert!(
+        private_dirs().is_empty(),
+        "no copies are left behind, nor the process directory"
+    );
 }
