@@ -171,9 +171,13 @@ impl<M: HotModule> Hot<M> {
     /// The library is copied to a private directory first and the copy is
     /// loaded, so the original can be rebuilt in place.
     ///
-    /// Loading a library runs its initializers before anything can be
-    /// checked: open only libraries you trust. What is checked afterwards is
-    /// listed in the crate docs.
+    /// Before loading, the file and its directory must belong to the current
+    /// user (or root) and be writable only by their owner, and the build must
+    /// pass the digest and signature checks `Options` asks for (see
+    /// [`trust`](crate::trust)); a refused build runs none of its code. Past
+    /// those checks, loading runs the library's initializers before its
+    /// header can be checked: pin what may load when others can place files
+    /// where the host looks. The full list is in the crate docs.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::open_with(path, Options::default())
     }

@@ -1,8 +1,9 @@
 //! hotswap's main demo, unattended: builds version 1 of the counter module,
-//! serves calls from several threads, builds version 2 (new greeting, a state
-//! field version 1 did not have) while serving; the runtime notices the new
-//! build and swaps it in by itself, and every update made before, during and
-//! after the swap is in the state.
+//! serves calls from several threads, and saves version 2's source (new
+//! greeting, a state field version 1 did not have) over it while serving.
+//! The runtime notices the save, rebuilds the crate, swaps the new build in
+//! by itself, and every update made before, during and after the swap is in
+//! the state.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use counter_module::counter;
-use hotswap_runtime::{SwapEvent, build_module};
+use hotswap_runtime::{Options, SwapEvent, build_module};
 
 const SERVING_THREADS: usize = 4;
 
@@ -25,7 +26,11 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!("building version 1 of the counter module ...");
     let library = build_module(&scratch, Some(&target_dir), false)?;
-    let hot = Arc::new(counter::Hot::open(&library)?);
+    // Rebuild on save: the runtime runs cargo when the crate's sources change.
+    let hot = Arc::new(counter::Hot::open_with(
+        &library,
+        Options::new().rebuild_on_save(&scratch),
+    )?);
     let before = snapshot(&hot);
     println!("serving version {}: {:?}", before.version, before.greeting);
 
@@ -45,23 +50,27 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let events = hot.subscribe();
     println!(
-        "{SERVING_THREADS} threads are incrementing; editing the source to version 2 and rebuilding ..."
+        "{SERVING_THREADS} threads are incrementing; saving version 2's source over version 1 ..."
     );
     let next = root.join("examples/counter-module/next/lib.rs");
     std::fs::copy(next, scratch.join("src/lib.rs"))?;
-    build_module(&scratch, Some(&target_dir), false)?;
-    let built = Instant::now();
-    let calls_at_build = calls.load(Ordering::Relaxed);
+    let saved = Instant::now();
+    let calls_at_save = calls.load(Ordering::Relaxed);
 
-    // Nobody calls reload(): the runtime watches the library file.
-    let timings = loop {
-        match events.recv_timeout(Duration::from_secs(60))? {
-            SwapEvent::Swapped { timings, .. } => break timings,
-            SwapEvent::Refused { error, .. } => return Err(error.into()),
+    // Nobody runs cargo or calls reload(): the runtime watches the sources.
+    let (mut build_took, mut timings) = (None, None);
+    while build_took.is_none() || timings.is_none() {
+        match events.recv_timeout(Duration::from_secs(300))? {
+            SwapEvent::Built { took, .. } => build_took = Some(took),
+            SwapEvent::Swapped { timings: swap, .. } => timings = Some(swap),
+            SwapEvent::BuildFailed { error, .. } | SwapEvent::Refused { error, .. } => {
+                return Err(error.into());
+            }
             _ => continue,
         }
-    };
-    let noticed = built.elapsed();
+    }
+    let (build_took, timings) = (build_took.unwrap_or_default(), timings.unwrap_or_default());
+    let noticed = saved.elapsed();
 
     thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -73,11 +82,12 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!();
     println!(
-        "swapped version {} -> {} by itself (generation {}), {noticed:?} after cargo returned",
+        "rebuilt and swapped version {} -> {} by itself (generation {}), {noticed:?} after the save",
         before.version,
         after.version,
         hot.generation()
     );
+    println!("  cargo build (run by the runtime): {build_took:?}");
     println!(
         "  swap: load {:?}, check {:?}, callers held for {:?}",
         timings.load, timings.check, timings.critical_section
@@ -85,7 +95,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("  greeting: {:?} -> {:?}", before.greeting, after.greeting);
     println!("  state:    {:?}", after.description);
     println!(
-        "  {total} increments were made ({calls_at_build} before the new build landed); the count is {}: {}",
+        "  {total} increments were made ({calls_at_save} before the save); the count is {}: {}",
         after.count,
         if after.count == total {
             "nothing was lost"
