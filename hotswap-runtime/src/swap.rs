@@ -65,13 +65,19 @@ impl Build {
         })
     }
 
-    /// Tells refused builds apart: a build refused for its signature is
-    /// worth another look once the signature changes.
+    /// Tells refused builds apart: a build refused for its signature or its
+    /// permissions is worth another look once they change.
     pub(crate) fn identity(&self) -> u128 {
-        match &self.signature {
-            Ok(signature) => self.digest ^ twox_hash::XxHash3_128::oneshot(signature),
-            Err(_) => self.digest,
+        use std::os::unix::fs::MetadataExt;
+        let mut facts = Vec::with_capacity(32);
+        if let Ok(signature) = &self.signature {
+            facts.extend_from_slice(signature);
         }
+        for metadata in [&self.file, &self.directory.1] {
+            facts.extend_from_slice(&metadata.mode().to_le_bytes());
+            facts.extend_from_slice(&metadata.uid().to_le_bytes());
+        }
+        self.digest ^ twox_hash::XxHash3_128::oneshot(&facts)
     }
 
     fn evidence(&self) -> Evidence<'_> {

@@ -268,6 +268,21 @@ fn replacing_the_file_between_check_and_load_changes_nothing() {
     );
 }
 
+/// The watcher's next verdict on a build: `Ok` once swapped, `Err` when
+/// refused.
+fn next_verdict(events: &Receiver<SwapEvent>) -> Result<(), Error> {
+    loop {
+        match events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a verdict")
+        {
+            SwapEvent::Swapped { .. } => return Ok(()),
+            SwapEvent::Refused { error, .. } => return Err(error),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn a_watched_build_waits_for_its_signature() {
     let key = SecretKey::generate().unwrap();
@@ -276,12 +291,7 @@ fn a_watched_build_waits_for_its_signature() {
     // The build lands first, beside the previous build's signature:
     // refused and reported...
     stage.put(Fixture::V2);
-    let first = events
-        .recv_timeout(Duration::from_secs(30))
-        .expect("an event");
-    let SwapEvent::Refused { error, .. } = first else {
-        panic!("expected a refusal, got {first:?}");
-    };
+    let error = next_verdict(&events).expect_err("the old signature does not fit");
     assert!(
         matches!(
             &error,
@@ -295,15 +305,28 @@ fn a_watched_build_waits_for_its_signature() {
     assert_eq!((hot.get().version(), hot.get().count()), (1, 7));
     // ...then its signature lands, and the same build is taken.
     sign(&stage, &key);
-    loop {
-        match events
-            .recv_timeout(Duration::from_secs(30))
-            .expect("an event")
-        {
-            SwapEvent::Swapped { .. } => break,
-            SwapEvent::Refused { error, .. } => panic!("{error}"),
-            _ => {}
-        }
-    }
+    next_verdict(&events).expect("signed now");
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
+}
+
+#[test]
+fn a_watched_build_is_taken_once_its_permissions_are_fixed() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open(stage.path()).unwrap();
+    hot.get().increment(7);
+    let events = hot.subscribe();
+    let writable = stage.dir().join("writable.so");
+    std::fs::write(&writable, bytes_of(Fixture::V2)).unwrap();
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::rename(&writable, stage.path()).unwrap();
+    let error = next_verdict(&events).expect_err("world-writable");
+    assert!(
+        error.to_string().contains("writable by other users"),
+        "{error}"
+    );
+    assert_eq!((hot.get().version(), hot.get().count()), (1, 7));
+    // Same bytes, fixed mode: worth another look.
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    next_verdict(&events).expect("private now");
     assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
 }
