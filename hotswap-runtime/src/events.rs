@@ -23,7 +23,8 @@ pub enum SwapEvent {
         timings: SwapTimings,
     },
     /// A build was refused; the previous version keeps serving. Reported
-    /// once per refused build (by content), not on every retry.
+    /// once per refused build (by content, signature and permissions), not
+    /// on every retry.
     Refused {
         /// The module.
         module: &'static str,
