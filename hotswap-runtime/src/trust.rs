@@ -199,6 +199,61 @@ fn signed_message(library: &[u8]) -> Vec<u8> {
     message
 }
 
+/// Whether the detached signature beside a library ([`signature_path`])
+/// verifies with one of `keys`: the check [`Options::trust_keys`](crate::Options::trust_keys)
+/// makes before a build is loaded, with the same [`TrustProblem`]s. Returns
+/// the key that verifies it; with no keys, nothing does.
+///
+/// `library` is the library's path, `bytes` its content as read: the
+/// signature is checked against these bytes, not against the file as it may
+/// be by now. Nothing is loaded.
+pub fn verify_signature(
+    library: &Path,
+    bytes: &[u8],
+    keys: &[PublicKey],
+) -> Result<PublicKey, TrustProblem> {
+    check_signature(
+        library,
+        bytes,
+        &std::fs::read(signature_path(library)),
+        keys,
+    )
+}
+
+/// [`verify_signature`] on a signature file already read: `signature` is
+/// what reading [`signature_path`]`(library)` gave.
+fn check_signature(
+    library: &Path,
+    bytes: &[u8],
+    signature: &std::io::Result<Vec<u8>>,
+    keys: &[PublicKey],
+) -> Result<PublicKey, TrustProblem> {
+    let path = signature_path(library);
+    let text = match signature {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TrustProblem::SignatureMissing { signature: path })
+        }
+        Err(error) => {
+            return Err(TrustProblem::SignatureUnreadable {
+                signature: path,
+                detail: error.to_string(),
+            })
+        }
+    };
+    let signature = std::str::from_utf8(text)
+        .map_err(|error| error.to_string())
+        .and_then(|text| text.parse::<Signature>().map_err(|error| error.to_string()))
+        .map_err(|detail| TrustProblem::SignatureUnreadable {
+            signature: path.clone(),
+            detail,
+        })?;
+    keys.iter()
+        .find(|key| key.verifies(bytes, &signature))
+        .copied()
+        .ok_or(TrustProblem::SignatureInvalid { signature: path })
+}
+
 /// Why a build is not trusted.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -326,41 +381,9 @@ impl TrustPolicy {
             }
         }
         if !self.keys.is_empty() {
-            self.signed(build)?;
+            check_signature(build.path, build.bytes, build.signature, &self.keys)?;
         }
         Ok(())
-    }
-
-    fn signed(&self, build: &Evidence<'_>) -> Result<(), TrustProblem> {
-        let path = signature_path(build.path);
-        let text = match build.signature {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TrustProblem::SignatureMissing { signature: path })
-            }
-            Err(error) => {
-                return Err(TrustProblem::SignatureUnreadable {
-                    signature: path,
-                    detail: error.to_string(),
-                })
-            }
-        };
-        let signature = std::str::from_utf8(text)
-            .map_err(|error| error.to_string())
-            .and_then(|text| text.parse::<Signature>().map_err(|error| error.to_string()))
-            .map_err(|detail| TrustProblem::SignatureUnreadable {
-                signature: path.clone(),
-                detail,
-            })?;
-        if self
-            .keys
-            .iter()
-            .any(|key| key.verifies(build.bytes, &signature))
-        {
-            Ok(())
-        } else {
-            Err(TrustProblem::SignatureInvalid { signature: path })
-        }
     }
 }
 
@@ -420,5 +443,43 @@ mod tests {
         let other = SecretKey::generate().unwrap();
         let signature = signer.sign(b"library");
         assert!(!other.public_key().verifies(b"library", &signature));
+    }
+
+    #[test]
+    fn verify_signature_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = dir.path().join("libmodule.so");
+        let signer = SecretKey::generate().unwrap();
+        let other = SecretKey::generate().unwrap();
+        let keys = [other.public_key(), signer.public_key()];
+        let verify = |bytes: &[u8]| verify_signature(&library, bytes, &keys);
+
+        let problem = verify(b"build").unwrap_err();
+        assert!(
+            matches!(&problem, TrustProblem::SignatureMissing { signature } if *signature == signature_path(&library)),
+            "{problem:?}"
+        );
+        std::fs::write(signature_path(&library), "not hex\n").unwrap();
+        let problem = verify(b"build").unwrap_err();
+        assert!(
+            matches!(&problem, TrustProblem::SignatureUnreadable { detail, .. } if detail.contains("128 hex digits expected")),
+            "{problem:?}"
+        );
+        std::fs::write(
+            signature_path(&library),
+            format!("{}\n", signer.sign(b"build")),
+        )
+        .unwrap();
+        assert_eq!(verify(b"build").unwrap(), signer.public_key());
+        let problem = verify(b"builds").unwrap_err();
+        assert!(
+            matches!(problem, TrustProblem::SignatureInvalid { .. }),
+            "{problem:?}"
+        );
+        let problem = verify_signature(&library, b"build", &[]).unwrap_err();
+        assert!(
+            matches!(problem, TrustProblem::SignatureInvalid { .. }),
+            "{problem:?}"
+        );
     }
 }

@@ -2,9 +2,11 @@
 //! what it prints and how it exits.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hotswap_runtime::trust::{signature_path, PublicKey, SecretKey, Sha256Digest, Signature};
 use hotswap_tests::{library, Fixture};
 
 /// What one run of the tool left behind.
@@ -335,7 +337,16 @@ fn files_that_are_not_module_libraries_exit_with_2() {
 
 #[test]
 fn usage_errors_exit_with_2_and_help_documents_the_exit_codes() {
-    for args in [&["check", "only-one.so"][..], &["frobnicate"], &[]] {
+    for args in [
+        &["check", "only-one.so"][..],
+        &["frobnicate"],
+        &[],
+        &["keygen"],
+        &["keygen", "a", "--out", "b"],
+        &["sign", "lib.so"],
+        &["verify", "lib.so"],
+        &["sha256"],
+    ] {
         let run = hotswap(args);
         assert_eq!(run.code, 2, "{args:?}: {}{}", run.stdout, run.stderr);
         assert!(
@@ -344,14 +355,319 @@ fn usage_errors_exit_with_2_and_help_documents_the_exit_codes() {
             run.stderr
         );
     }
-    for command in ["inspect", "check"] {
+    for (command, loading) in [
+        ("inspect", "so its initializers run"),
+        ("check", "so its initializers run"),
+        ("sign", "never loaded (no dlopen)"),
+        ("verify", "never loaded (no dlopen)"),
+        ("sha256", "never loaded (no dlopen)"),
+        ("keygen", "Exit codes:"),
+    ] {
         let run = hotswap([command, "--help"]);
         assert_eq!(run.code, 0);
         assert!(run.stdout.contains("Exit codes:\n  0  "), "{}", run.stdout);
+        assert!(run.stdout.contains(loading), "{}", run.stdout);
+    }
+}
+
+/// A key pair made by `hotswap keygen DIR/NAME`: the key files.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let run = hotswap([OsStr::new("keygen"), dir.join(name).as_os_str()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+/// A private directory holding a copy of version 1 of the counter, to sign.
+fn library_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("libcounter.so");
+    std::fs::copy(library(Fixture::V1), &copy).unwrap();
+    (dir, copy)
+}
+
+fn sign(library: &Path, key: &Path) -> Run {
+    hotswap([
+        OsStr::new("sign"),
+        library.as_os_str(),
+        OsStr::new("--key"),
+        key.as_os_str(),
+    ])
+}
+
+fn verify<S: AsRef<OsStr>>(library: &Path, keys: impl IntoIterator<Item = S>) -> Run {
+    let mut args = vec![OsStr::new("verify").to_owned(), library.into()];
+    for key in keys {
+        args.extend([OsStr::new("--key").to_owned(), key.as_ref().to_owned()]);
+    }
+    hotswap(args)
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("release");
+    let run = hotswap([OsStr::new("keygen"), name.as_os_str()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    let (key, public) = (
+        dir.path().join("release.key"),
+        dir.path().join("release.pub"),
+    );
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let public_text = std::fs::read_to_string(&public).unwrap();
+    assert!(key_text.ends_with('\n') && public_text.ends_with('\n'));
+    let secret: SecretKey = key_text.parse().unwrap();
+    let public_key: PublicKey = public_text.parse().unwrap();
+    assert_eq!(secret.public_key(), public_key);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "new key pair\n  secret key  {} (mode 600: whoever can read it can sign builds)\n  public key  {}: {public_key}\n",
+            key.display(),
+            public.display()
+        )
+    );
+
+    // Again: refused, and both files are as they were.
+    let run = hotswap([OsStr::new("keygen"), name.as_os_str()]);
+    assert_refused_file(&run, &key, "exists already: refusing to overwrite it");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), key_text);
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), public_text);
+
+    // A public key alone in the way: refused too, and no secret key left
+    // behind without its public key.
+    std::fs::remove_file(&key).unwrap();
+    let run = hotswap([OsStr::new("keygen"), OsStr::new("--out"), name.as_os_str()]);
+    assert_refused_file(&run, &public, "exists already: refusing to overwrite it");
+    assert_eq!(files_in(dir.path()), ["release.pub"]);
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), public_text);
+
+    // --out NAME is NAME.
+    std::fs::remove_file(&public).unwrap();
+    let run = hotswap([OsStr::new("keygen"), OsStr::new("--out"), name.as_os_str()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(files_in(dir.path()), ["release.key", "release.pub"]);
+}
+
+#[test]
+fn sign_then_verify_accepts_the_signed_build() {
+    let (dir, library) = library_copy();
+    let (key, public) = keygen(dir.path(), "release");
+    let public_key = std::fs::read_to_string(&public).unwrap();
+    let public_key = public_key.trim();
+    let signature = signature_path(&library);
+    let sha256 = Sha256Digest::of_file(&library).unwrap();
+
+    let run = sign(&library, &key);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "{}: signed\n  signature   {}\n  sha256      {sha256}\n  public key  {public_key}\n",
+            library.display(),
+            signature.display()
+        )
+    );
+    let written = std::fs::read_to_string(&signature).unwrap();
+    assert!(written.ends_with('\n'), "{written:?}");
+    let parsed: Signature = written.parse().unwrap();
+    let public_key: PublicKey = public_key.parse().unwrap();
+    assert!(public_key.verifies(&std::fs::read(&library).unwrap(), &parsed));
+    // No temporary file left beside it.
+    assert_eq!(
+        files_in(dir.path()),
+        [
+            "libcounter.so",
+            "libcounter.so.sig",
+            "release.key",
+            "release.pub"
+        ]
+    );
+
+    let verified = format!(
+        "{}: verified\n  signature   {}\n  sha256      {sha256}\n  public key  {public_key}\n",
+        library.display(),
+        signature.display()
+    );
+    let run = verify(&library, [&public]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_eq!(run.stdout, verified);
+    // The key in hex, after a key that does not verify it.
+    let (_, other) = keygen(dir.path(), "other");
+    let run = verify(
+        &library,
+        [other.into_os_string(), public_key.to_string().into()],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, verified);
+}
+
+/// `verify` exits with 1 and says why on stdout.
+fn assert_not_verified(run: &Run, library: &Path, reason: &str) {
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_eq!(
+        run.stdout,
+        format!("{}: not verified: {reason}\n", library.display())
+    );
+}
+
+/// `verify` exits with 1: the signature of `library` is well-formed but no
+/// key given verifies it.
+fn assert_no_key_verifies(run: &Run, library: &Path) {
+    assert_not_verified(
+        run,
+        library,
+        &format!(
+            "its signature {} does not verify with any trusted key: the library changed after \
+             it was signed, or another key signed it",
+            signature_path(library).display()
+        ),
+    );
+}
+
+#[test]
+fn verify_refuses_a_build_changed_after_signing() {
+    let (dir, library) = library_copy();
+    let (key, public) = keygen(dir.path(), "release");
+    assert_eq!(sign(&library, &key).code, 0);
+    let mut bytes = std::fs::read(&library).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&library, bytes).unwrap();
+    assert_no_key_verifies(&verify(&library, [&public]), &library);
+}
+
+#[test]
+fn verify_refuses_a_signature_of_another_key() {
+    let (dir, library) = library_copy();
+    let (key, _) = keygen(dir.path(), "release");
+    let (_, other) = keygen(dir.path(), "other");
+    assert_eq!(sign(&library, &key).code, 0);
+    assert_no_key_verifies(&verify(&library, [&other]), &library);
+}
+
+#[test]
+fn verify_names_a_missing_or_malformed_signature() {
+    let (dir, library) = library_copy();
+    let (_, public) = keygen(dir.path(), "release");
+    let signature = signature_path(&library);
+    assert_not_verified(
+        &verify(&library, [&public]),
+        &library,
+        &format!(
+            "it is not signed: no signature at {} (sign it with `hotswap sign`)",
+            signature.display()
+        ),
+    );
+    std::fs::write(&signature, "signed, honestly\n").unwrap();
+    let run = verify(&library, [&public]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "{}: not verified: its signature {} is unreadable: not an ed25519 signature (128 hex digits expected)",
+            library.display(),
+            signature.display()
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn sign_refuses_a_key_file_others_can_read() {
+    let (dir, library) = library_copy();
+    let (key, _) = keygen(dir.path(), "release");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let run = sign(&library, &key);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "hotswap: error: {} is accessible by other users (mode 640): a secret key must be \
+             private; make it so with `chmod 600 {}`\n",
+            key.display(),
+            key.display()
+        )
+    );
+    assert!(!signature_path(&library).exists());
+}
+
+#[test]
+fn key_files_mixed_up_or_missing_exit_with_2() {
+    let (dir, library) = library_copy();
+    let (key, public) = keygen(dir.path(), "release");
+    let missing = dir.path().join("missing.so");
+    for (run, error) in [
+        (
+            sign(&library, &public),
+            format!("{} is a public key file", public.display()),
+        ),
+        (
+            verify(&library, [&key]),
+            format!("{} is a secret key file", key.display()),
+        ),
+        (
+            verify(&library, [dir.path().join("nobody.pub")]),
+            format!(
+                "--key {}: no such key file, and not a public key in hex either",
+                dir.path().join("nobody.pub").display()
+            ),
+        ),
+        (
+            sign(&missing, &key),
+            format!("cannot read {}", missing.display()),
+        ),
+        (
+            verify(&missing, [&public]),
+            format!("cannot read {}", missing.display()),
+        ),
+    ] {
+        assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stdout, "");
         assert!(
-            run.stdout.contains("so its initializers run"),
-            "{}",
-            run.stdout
+            run.stderr.starts_with(&format!("hotswap: error: {error}")),
+            "{:?} lacks {error:?}",
+            run.stderr
+        );
+    }
+    assert!(!signature_path(&library).exists());
+}
+
+#[test]
+fn sha256_prints_the_digest_allow_digests_takes() {
+    let v1 = library(Fixture::V1);
+    let v2 = library(Fixture::V2);
+    let run = hotswap([OsStr::new("sha256"), v1.as_os_str(), v2.as_os_str()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for (line, library) in lines.iter().zip([&v1, &v2]) {
+        let (digest, path) = line.split_once("  ").unwrap();
+        assert_eq!(path, library.to_str().unwrap());
+        assert_eq!(
+            digest.parse::<Sha256Digest>().unwrap(),
+            Sha256Digest::of_file(library).unwrap()
         );
     }
 }

@@ -100,5 +100,8 @@ pub(crate) fn run(args: &Args) -> Result<Report, Error> {
     } else {
         "\ncompatible: a host built against OLD accepts NEW\n"
     });
-    Ok(Report { text, incompatible })
+    Ok(Report {
+        text,
+        refused: incompatible,
+    })
 }

@@ -47,7 +47,7 @@ pub(crate) fn run(args: &Args) -> Result<Report, Error> {
     };
     Ok(Report {
         text,
-        incompatible: library.modules().iter().any(Result::is_err),
+        refused: library.modules().iter().any(Result::is_err),
     })
 }
 
