@@ -671,3 +671,34 @@ fn sha256_prints_the_digest_allow_digests_takes() {
         );
     }
 }
+
+#[test]
+fn a_host_trusting_the_key_loads_what_the_tool_signed_and_nothing_else() {
+    use hotswap_runtime::{Error, Options, SwapMode};
+    use hotswap_tests::counter::counter::Hot;
+
+    let (dir, library) = library_copy();
+    let (key, public) = keygen(dir.path(), "release");
+    let trusted: PublicKey = std::fs::read_to_string(&public).unwrap().parse().unwrap();
+    let options = || {
+        Options::new()
+            .swap_mode(SwapMode::Manual)
+            .trust_keys([trusted])
+    };
+    let error = Hot::open_with(&library, options()).expect_err("not signed yet");
+    assert!(matches!(error, Error::Untrusted { .. }), "{error}");
+
+    assert_eq!(sign(&library, &key).code, 0);
+    let hot = Hot::open_with(&library, options()).expect("signed by the trusted key");
+    assert_eq!(hot.get().version(), 1);
+
+    // `verify` and the runtime agree on a changed build.
+    let mut changed = std::fs::read(&library).unwrap();
+    let last = changed.len() - 1;
+    changed[last] ^= 0x01;
+    std::fs::write(&library, &changed).unwrap();
+    assert_eq!(verify(&library, [&public]).code, 1);
+    let error = hot.reload().expect_err("changed after signing");
+    assert!(matches!(error, Error::Untrusted { .. }), "{error}");
+    assert_eq!(hot.get().version(), 1);
+}

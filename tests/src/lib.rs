@@ -12,6 +12,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Version 1 of the `counter` fixture, for test hosts outside this crate
+/// (the command-line tests of `hotswap-runtime`).
+pub use counter;
+
 /// A module library the tests can load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fixture {
