@@ -248,8 +248,10 @@ fn check_signature(
             signature: path.clone(),
             detail,
         })?;
+    // Hashed once, whatever the number of keys.
+    let message = signed_message(bytes);
     keys.iter()
-        .find(|key| key.verifies(bytes, &signature))
+        .find(|key| key.0.verify_strict(&message, &signature.0).is_ok())
         .copied()
         .ok_or(TrustProblem::SignatureInvalid { signature: path })
 }

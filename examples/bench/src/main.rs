@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bench_module::bench::Hot;
 use hotswap_bench::{build, target_dir, Stage};
+use hotswap_runtime::trust::{signature_path, SecretKey};
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
 
 #[hot_lib_reloader::hot_module(dylib = "bench_dylib", lib_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/hotswap-bench/release"))]
@@ -154,6 +155,34 @@ fn main() {
     println!("  reload(), file ready to new version serving  {swap:>10.2?} (median of 51)");
     println!("  of which callers were held                   {held:>10.2?}");
 
+    // The same, with a signature to verify (SHA-256 of the build + ed25519).
+    let key = SecretKey::generate().expect("a key");
+    let put_signed = |build: &[u8]| {
+        std::fs::write(signature_path(&stage.path()), key.sign(build).to_string()).unwrap();
+        stage.put(build);
+    };
+    put_signed(&bytes);
+    let signed = Hot::open_with(
+        stage.path(),
+        Options::new()
+            .swap_mode(SwapMode::Manual)
+            .trust_keys([key.public_key()]),
+    )
+    .expect("open signed");
+    let mut signed_totals = Vec::new();
+    for round in 0..51u8 {
+        let mut build = bytes.clone();
+        build.extend_from_slice(&[0x5A, round]);
+        put_signed(&build);
+        let started = Instant::now();
+        signed.reload().expect("signed swap");
+        signed_totals.push(started.elapsed());
+    }
+    drop(signed);
+    std::fs::remove_file(signature_path(&stage.path())).unwrap();
+    let signed_swap = median(signed_totals);
+    println!("  reload() of a signed build, signature checked {signed_swap:>9.2?} (median of 51)");
+
     let watched = Hot::open(stage.path()).expect("open watched");
     let watched_events = watched.subscribe();
     let mut noticed = Vec::new();
@@ -221,6 +250,7 @@ fn main() {
         held_stateful_ns / boxed_ns
     );
     println!("  swap median                               {swap:>9.2?}  (< 1 ms)");
+    println!("  signed swap median                        {signed_swap:>9.2?}  (SHA-256 + ed25519 added)");
     println!(
         "  callers held / swap                       {:>6.2}%",
         100.0 * held.as_secs_f64() / swap.as_secs_f64()
