@@ -2,6 +2,7 @@
 //! modules themselves (the demo, the tests, rebuild on save).
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -85,10 +86,10 @@ impl CargoBuild {
         &self,
         mut stop: impl FnMut(Duration) -> bool,
     ) -> Result<Option<Built>, Error> {
-        let mut child = self
-            .command()
-            .spawn()
-            .map_err(|error| self.cannot_run(&error))?;
+        let mut command = self.command();
+        // Its own process group, so giving up kills the whole build.
+        command.process_group(0);
+        let mut child = command.spawn().map_err(|error| self.cannot_run(&error))?;
         // Drain both pipes while cargo runs, so it never blocks on a full one.
         let stdout = drain(&mut child.stdout);
         let stderr = drain(&mut child.stderr);
@@ -173,7 +174,19 @@ fn drain(pipe: &mut Option<impl Read + Send + 'static>) -> std::thread::JoinHand
     })
 }
 
+/// Stops cargo and what it started (rustc, the linker, build scripts): it
+/// runs in a process group of its own (see `run_until`).
 fn kill(child: &mut Child) {
-    let _ = child.kill();
+    let group = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    match group {
+        Some(group) => {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        None => {
+            let _ = child.kill();
+        }
+    }
     let _ = child.wait();
 }

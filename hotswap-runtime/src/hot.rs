@@ -101,7 +101,9 @@ impl Options {
 
     /// The cargo profile rebuild on save uses, instead of the one read off
     /// the library's path (needed when the library is not in a cargo target
-    /// directory; cargo's default target directory is used then).
+    /// directory; cargo's default target directory is used then, and the
+    /// library cargo builds there is swapped in, while [`Hot::reload`] and
+    /// the watcher keep reading the path given to `open`).
     pub fn build_profile(mut self, profile: impl Into<String>) -> Self {
         self.build_profile = Some(profile.into());
         self

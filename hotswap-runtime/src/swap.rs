@@ -33,8 +33,9 @@ pub(crate) struct Build {
     /// Metadata of the file that was read (`fstat` of the open file, so it
     /// describes these bytes even if the path is replaced meanwhile).
     pub file: Metadata,
-    /// The directory the file is in, and its metadata.
-    pub directory: (PathBuf, Metadata),
+    /// The directory the path names, and, if the path is a symbolic link,
+    /// the directory of the file it leads to; with their metadata.
+    pub directories: Vec<(PathBuf, Metadata)>,
     /// The detached signature beside the library, as found.
     pub signature: std::io::Result<Vec<u8>>,
 }
@@ -45,22 +46,32 @@ impl Build {
             path: path.to_owned(),
             source: Arc::new(error),
         };
-        let mut file = File::open(path).map_err(failed)?;
+        // The file a symbolic link leads to is the one read: its directory
+        // is checked too, not only the link's.
+        let resolved = std::fs::canonicalize(path).map_err(failed)?;
+        let mut file = File::open(&resolved).map_err(failed)?;
         let metadata = file.metadata().map_err(failed)?;
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         file.read_to_end(&mut bytes).map_err(failed)?;
-        let directory = match path.parent() {
-            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
-            Some(parent) => parent,
-            None => Path::new("/"),
-        };
-        let directory_metadata = std::fs::metadata(directory).map_err(failed)?;
+        let mut directories = Vec::with_capacity(2);
+        for of in [path, resolved.as_path()] {
+            let directory = match of.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+                Some(parent) => parent,
+                None => Path::new("/"),
+            };
+            let directory = directory.canonicalize().map_err(failed)?;
+            if directories.iter().all(|(seen, _)| *seen != directory) {
+                let metadata = std::fs::metadata(&directory).map_err(failed)?;
+                directories.push((directory, metadata));
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             digest: twox_hash::XxHash3_128::oneshot(&bytes),
             bytes,
             file: metadata,
-            directory: (directory.to_owned(), directory_metadata),
+            directories,
             signature: std::fs::read(signature_path(path)),
         })
     }
@@ -73,7 +84,8 @@ impl Build {
         if let Ok(signature) = &self.signature {
             facts.extend_from_slice(signature);
         }
-        for metadata in [&self.file, &self.directory.1] {
+        let directories = self.directories.iter().map(|(_, metadata)| metadata);
+        for metadata in std::iter::once(&self.file).chain(directories) {
             facts.extend_from_slice(&metadata.mode().to_le_bytes());
             facts.extend_from_slice(&metadata.uid().to_le_bytes());
         }
@@ -85,7 +97,7 @@ impl Build {
             path: &self.path,
             bytes: &self.bytes,
             file: &self.file,
-            directory: (&self.directory.0, &self.directory.1),
+            directories: &self.directories,
             signature: &self.signature,
         }
     }
@@ -150,14 +162,21 @@ pub(crate) struct StateSlot<M: HotModule> {
     pub state: SlotState,
 }
 
+/// What the swaps so far decided, to tell new builds from known ones.
+struct SwapRecord {
+    /// The digest of the serving build.
+    serving: u128,
+    /// [`Build::identity`] of the last build refused.
+    refused: Option<u128>,
+}
+
 /// Everything a `Hot` and its watcher share.
 pub(crate) struct Shared<M: HotModule> {
     pub source: PathBuf,
     pub current: ArcSwap<Version<M>>,
     pub state: RwLock<StateSlot<M>>,
-    /// Held for a whole swap, so swaps never interleave; holds the digest of
-    /// the serving build.
-    swapping: Mutex<u128>,
+    /// Held for a whole swap, so swaps never interleave.
+    swapping: Mutex<SwapRecord>,
     generation: AtomicU64,
     last_error: Mutex<Option<Error>>,
     pub events: EventHub,
@@ -252,7 +271,10 @@ impl<M: HotModule> Shared<M> {
             source,
             current: ArcSwap::new(version.clone()),
             state: RwLock::new(StateSlot { version, state }),
-            swapping: Mutex::new(build.digest),
+            swapping: Mutex::new(SwapRecord {
+                serving: build.digest,
+                refused: None,
+            }),
             generation: AtomicU64::new(0),
             last_error: Mutex::new(None),
             events,
@@ -276,7 +298,7 @@ impl<M: HotModule> Shared<M> {
 
     /// The digest of the build that is serving.
     pub fn serving_digest(&self) -> u128 {
-        *lock(&self.swapping)
+        lock(&self.swapping).serving
     }
 
     /// Leaves `build` for the next `get()` to swap in.
@@ -295,32 +317,45 @@ impl<M: HotModule> Shared<M> {
             pending.take()
         };
         if let Some(build) = build {
-            let _ = self.swap(Some(build));
+            let _ = self.swap_if_new(build);
         }
     }
 
     /// Swaps in `build`, or the file now at `source` when `None`. Records
     /// and reports the outcome.
     pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
-        self.swap_unless_serving(build, false)
+        self.swap_unless_known(build, false)
     }
 
-    /// Swaps in `build` unless it is what already serves (a build that both
-    /// the rebuilder and the file watcher saw is swapped in once).
+    /// Swaps in `build` unless it is what already serves or was refused
+    /// already: a build that both the rebuilder and the file watcher saw is
+    /// swapped in, or reported, once.
     pub fn swap_if_new(&self, build: Build) -> Result<(), Error> {
-        self.swap_unless_serving(Some(build), true)
+        self.swap_unless_known(Some(build), true)
     }
 
-    fn swap_unless_serving(&self, build: Option<Build>, skip_serving: bool) -> Result<(), Error> {
-        let mut serving_digest = lock(&self.swapping);
+    fn swap_unless_known(&self, build: Option<Build>, skip_known: bool) -> Result<(), Error> {
+        let mut record = lock(&self.swapping);
         let build = build.map_or_else(|| Build::read(&self.source), Ok);
-        if skip_serving && matches!(&build, Ok(build) if build.digest == *serving_digest) {
-            return Ok(());
+        if let (true, Ok(build)) = (skip_known, &build) {
+            if build.digest == record.serving {
+                // Whatever failed since, what serves is this build.
+                *lock(&self.last_error) = None;
+                return Ok(());
+            }
+            if record.refused == Some(build.identity()) {
+                return lock(&self.last_error).clone().map_or(Ok(()), Err);
+            }
         }
-        let result = build.and_then(|build| {
-            let swapped = self.swap_in(&build)?;
-            *serving_digest = build.digest;
-            Ok(swapped)
+        let result = build.and_then(|build| match self.swap_in(&build) {
+            Ok(swapped) => {
+                record.serving = build.digest;
+                Ok(swapped)
+            }
+            Err(error) => {
+                record.refused = Some(build.identity());
+                Err(error)
+            }
         });
         match result {
             Ok(swapped) => {

@@ -8,9 +8,12 @@
 //! bytes: replacing the original file after the check changes nothing.
 //!
 //! - **Permissions** (on by default): the library file and its directory
-//!   must belong to the current user (or root) and must not be writable by
-//!   group or others, or anyone who can write there could plant code in
-//!   the process. [`Options::allow_insecure_files`](crate::Options::allow_insecure_files)
+//!   (and, for a symbolic link, the directory of the file it leads to) must
+//!   belong to the current user (or root) and must not be writable by
+//!   others, or anyone who can write there could plant code in the process.
+//!   Group-writable is refused too, unless the group is the user's private
+//!   group (gid equal to the uid, as distributions that default to umask 002
+//!   set users up). [`Options::allow_insecure_files`](crate::Options::allow_insecure_files)
 //!   turns this off for development.
 //! - **Digests**: [`Options::allow_digests`](crate::Options::allow_digests)
 //!   pins the exact builds that may load, by SHA-256.
@@ -365,7 +368,7 @@ pub(crate) struct Evidence<'a> {
     pub path: &'a Path,
     pub bytes: &'a [u8],
     pub file: &'a Metadata,
-    pub directory: (&'a Path, &'a Metadata),
+    pub directories: &'a [(PathBuf, Metadata)],
     pub signature: &'a std::io::Result<Vec<u8>>,
 }
 
@@ -374,7 +377,9 @@ impl TrustPolicy {
     pub fn check(&self, build: &Evidence<'_>) -> Result<(), TrustProblem> {
         if self.check_permissions {
             permissions(build.path, build.file)?;
-            permissions(build.directory.0, build.directory.1)?;
+            for (directory, metadata) in build.directories {
+                permissions(directory, metadata)?;
+            }
         }
         if let Some(allowed) = &self.allowed_digests {
             let sha256 = Sha256Digest::of(build.bytes);
@@ -392,15 +397,24 @@ impl TrustPolicy {
 /// The file or directory belongs to the current user or root and only its
 /// owner may write it.
 fn permissions(path: &Path, metadata: &Metadata) -> Result<(), TrustProblem> {
+    let (user, group) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     let owner = metadata.uid();
-    if owner != rustix::process::geteuid().as_raw() && owner != 0 {
+    if owner != user && owner != 0 {
         return Err(TrustProblem::OwnedByOtherUser {
             path: path.to_owned(),
             owner,
         });
     }
     let mode = metadata.mode();
-    if mode & 0o022 != 0 {
+    // A group-writable file is fine when the group is the user's private
+    // group (named after the user, gid = uid: the convention of the
+    // distributions whose users build with umask 002).
+    let private_group = metadata.gid() == group && group == user;
+    let writable_by_group = mode & 0o020 != 0 && !private_group;
+    if writable_by_group || mode & 0o002 != 0 {
         return Err(TrustProblem::WritableByOthers {
             path: path.to_owned(),
             mode,

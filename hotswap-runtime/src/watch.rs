@@ -161,7 +161,7 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
         match mode {
             SwapMode::OnGet => shared.offer(build),
             _ => {
-                if shared.swap(Some(build)).is_err() {
+                if shared.swap_if_new(build).is_err() {
                     reported = Some(identity);
                 }
             }
@@ -195,7 +195,8 @@ fn settle(receiver: &Receiver<Message>, path: &Path) -> Wake {
     }
 }
 
-/// Whether `event` is about the library at `path` or its signature.
+/// Whether `event` is about the library at `path`, its signature, or the
+/// directory itself (its permissions decide whether the library loads).
 fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
     let signature = signature_path(path);
     match event {
@@ -204,6 +205,7 @@ fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
                 && event.paths.iter().any(|changed| {
                     changed.file_name() == path.file_name()
                         || changed.file_name() == signature.file_name()
+                        || Some(changed.as_path()) == path.parent()
                 })
         }
         // Lost events (queue overflow): look at the file to be sure.

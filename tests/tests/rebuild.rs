@@ -115,6 +115,14 @@ fn saving_the_source_rebuilds_and_swaps_in_the_new_behaviour() {
     let Some(SwapEvent::BuildFailed { error, .. }) = seen.last() else {
         panic!("the broken edit was swapped in: {seen:?}");
     };
+    // Builds run one after another: a second build for the burst would have
+    // been reported before this one.
+    assert!(
+        !seen
+            .iter()
+            .any(|event| matches!(event, SwapEvent::Built { .. })),
+        "the burst was built more than once: {seen:?}"
+    );
     let Error::Build { output, .. } = error else {
         panic!("not a build error: {error}");
     };

@@ -3,6 +3,7 @@
 //! reported as a swap event, and keeps the old version serving with its
 //! state.
 
+use std::cell::Cell;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
@@ -19,15 +20,27 @@ fn bytes_of(fixture: Fixture) -> Vec<u8> {
 
 fn sign(stage: &Stage, key: &SecretKey) {
     let library = std::fs::read(stage.path()).expect("read staged library");
-    std::fs::write(
-        signature_path(&stage.path()),
-        format!("{}\n", key.sign(&library)),
-    )
-    .expect("write signature");
+    // Written whole, then renamed: a watcher never reads half a signature.
+    let next = stage.dir().join("next.sig");
+    std::fs::write(&next, format!("{}\n", key.sign(&library))).expect("write signature");
+    std::fs::rename(&next, signature_path(&stage.path())).expect("rename signature");
 }
 
+thread_local! {
+    /// Builds that got past the trust checks on this test's thread.
+    static LOADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts a build that passed the checks and is about to be loaded.
+fn count_load(_: &Path) {
+    LOADS.with(|loads| loads.set(loads.get() + 1));
+}
+
+/// Manual swaps on the test's thread, counting what gets loaded.
 fn manual() -> Options {
-    Options::new().swap_mode(SwapMode::Manual)
+    Options::new()
+        .swap_mode(SwapMode::Manual)
+        .__before_load(count_load)
 }
 
 /// Version 1, signed by `key`, opened with only `key` trusted, its state
@@ -42,8 +55,13 @@ fn signed_v1(key: &SecretKey, options: Options) -> (Stage, Hot) {
 }
 
 /// What every refusal must leave: version 1 serving, state intact, and
-/// the refused build never copied (so never loaded).
+/// the refused build stopped before loading (no copy, no `dlopen`).
 fn assert_refused_before_loading(hot: &Hot, error: &Error) -> TrustProblem {
+    assert_eq!(
+        LOADS.with(Cell::get),
+        1,
+        "only version 1 got past the checks: {error}"
+    );
     assert_eq!(hot.generation(), 0, "{error}");
     assert_eq!(hot.get().version(), 1);
     assert_eq!(hot.get().count(), 7);
@@ -196,25 +214,40 @@ fn a_library_in_a_directory_others_can_write_is_refused() {
 }
 
 #[test]
-fn a_library_owned_by_another_user_is_refused() {
+fn a_library_owned_by_another_user_or_writable_by_another_group_is_refused() {
     let stage = Stage::with(Fixture::V1);
     let hot = Hot::open_with(stage.path(), manual()).unwrap();
     hot.get().increment(7);
     stage.put(Fixture::V2);
     let me = current_uid(stage.dir());
     if me != 0 {
-        // Only root can give a file away; other users are covered by the
-        // permission tests above.
-        eprintln!("not root: skipping the ownership case");
+        // Only root can give a file away (CI runs as root); other users
+        // are covered by the permission tests above.
+        eprintln!("not root: skipping the ownership and group cases");
         return;
     }
-    std::os::unix::fs::chown(stage.path(), Some(4242), None).unwrap();
+    // Group-writable by another group: refused.
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::os::unix::fs::chown(stage.path(), None, Some(4242)).unwrap();
+    let error = hot.reload().expect_err("writable by group 4242");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::WritableByOthers { .. }),
+        "{problem}"
+    );
+    std::os::unix::fs::chown(stage.path(), Some(4242), Some(0)).unwrap();
     let error = hot.reload().expect_err("owned by uid 4242");
     let problem = assert_refused_before_loading(&hot, &error);
     assert!(
         matches!(&problem, TrustProblem::OwnedByOtherUser { owner: 4242, .. }),
         "{problem}"
     );
+    // Group-writable by the user's private group (root's is gid 0): fine,
+    // as on distributions whose users build with umask 002.
+    std::os::unix::fs::chown(stage.path(), Some(0), Some(0)).unwrap();
+    hot.reload()
+        .expect("group-writable by the user's own group");
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
 }
 
 /// The current user: the owner of a directory this process created.
@@ -233,6 +266,7 @@ fn replacing_the_file_between_check_and_load_changes_nothing() {
     // Right after the checks pass, an attacker swaps in a build that was
     // never signed (one that dlopen would refuse, so loading it would show).
     let attack = move |path: &Path| {
+        count_load(path);
         if path == original && std::fs::read(path).unwrap() != unresolved {
             let next = path.with_extension("attack");
             std::fs::write(&next, &unresolved).unwrap();
@@ -329,4 +363,42 @@ fn a_watched_build_is_taken_once_its_permissions_are_fixed() {
     std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     next_verdict(&events).expect("private now");
     assert_eq!((hot.get().version(), hot.get().count()), (2, 7));
+
+    // The same for the directory: refused while others can write it...
+    std::fs::set_permissions(stage.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    stage.put(Fixture::V1);
+    let error = next_verdict(&events).expect_err("world-writable directory");
+    assert!(
+        matches!(&error, Error::Untrusted { problem: TrustProblem::WritableByOthers { path, .. }, .. } if path == stage.dir()),
+        "{error}"
+    );
+    // ...and taken once it is fixed, though the library did not change.
+    std::fs::set_permissions(stage.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    next_verdict(&events).expect("private directory now");
+    assert_eq!((hot.get().version(), hot.get().count()), (1, 7));
+}
+
+#[test]
+fn a_link_into_a_directory_others_can_write_is_refused() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), manual()).unwrap();
+    hot.get().increment(7);
+    // The library the link leads to sits in a world-writable directory.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let target = shared.path().join("libcounter.so");
+    std::fs::write(&target, bytes_of(Fixture::V2)).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = stage.dir().join("link.so");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::fs::rename(&link, stage.path()).unwrap();
+    let error = hot
+        .reload()
+        .expect_err("the target's directory is world-writable");
+    let problem = assert_refused_before_loading(&hot, &error);
+    let shared_dir = shared.path().canonicalize().unwrap();
+    assert!(
+        matches!(&problem, TrustProblem::WritableByOthers { path, .. } if *path == shared_dir),
+        "{problem}"
+    );
 }
