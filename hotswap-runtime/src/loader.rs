@@ -289,6 +289,17 @@ impl Loaded {
             });
         };
         let descriptor = header.descriptor;
+        if (descriptor.crate_name.as_str(), descriptor.module.as_str())
+            != (expected.crate_name, expected.module)
+        {
+            return Err(Error::Incompatible {
+                path: source.to_owned(),
+                detail: format!(
+                    "exports `{symbol}` but describes module `{}` of crate `{}`: a forged or corrupt header",
+                    descriptor.module, descriptor.crate_name
+                ),
+            });
+        }
         if descriptor.handoff_format.as_str() != expected.handoff_format {
             return Err(Error::Incompatible {
                 path: source.to_owned(),

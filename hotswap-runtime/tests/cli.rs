@@ -464,6 +464,13 @@ fn keygen_writes_a_private_key_and_never_overwrites_one() {
     let run = hotswap([OsStr::new("keygen"), OsStr::new("--out"), name.as_os_str()]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(files_in(dir.path()), ["release.key", "release.pub"]);
+
+    // NAME.key names the same pair, not NAME.key.key.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(&public).unwrap();
+    let run = hotswap([OsStr::new("keygen"), key.as_os_str()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(files_in(dir.path()), ["release.key", "release.pub"]);
 }
 
 #[test]

@@ -41,6 +41,9 @@ pub enum Fixture {
     ThreadLocalDestructor,
     /// A hand-written header claiming another `abi_stable` ABI.
     BadAbi,
+    /// A hand-written header under `counter`'s symbol describing another
+    /// module.
+    ForgedHeader,
     /// A second module crate with two modules.
     Greeter,
 }
@@ -100,6 +103,13 @@ impl Fixture {
                     ("pub fn version() -> u32 {\n        1\n    }", "pub fn version() -> u32 {\n        crate::touch_thread_local()\n    }"),
                 ],
             }),
+            Self::ForgedHeader => Some(Edit {
+                name: "counter-forged-header",
+                changes: vec![
+                    ("    abi_stable: AbiStableVersion { major: 0, minor: 10, ..AbiStableVersion::CURRENT },\n", ""),
+                    ("ModuleDescriptor::stateless(\"counter\"", "ModuleDescriptor::stateless(\"gauge\""),
+                ],
+            }),
             _ => None,
         }
     }
@@ -107,7 +117,7 @@ impl Fixture {
     fn crate_dir(self) -> &'static str {
         match self {
             Self::V2 => "counter-v2",
-            Self::BadAbi => "counter-bad-abi",
+            Self::BadAbi | Self::ForgedHeader => "counter-bad-abi",
             Self::Greeter => "greeter",
             _ => "counter-v1",
         }
@@ -241,9 +251,16 @@ fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
     let runtime = workspace_root().join("hotswap-runtime");
     let manifest = std::fs::read_to_string(base.join("Cargo.toml"))
         .expect("read base manifest")
-        .replace("\"../../../hotswap-runtime\"", &format!("{:?}", runtime.display().to_string()))
-        // Outside the workspace's member list: its own workspace.
-        + "\n[workspace]\n";
+        .replace(
+            "\"../../../hotswap-runtime\"",
+            &format!("{:?}", runtime.display().to_string()),
+        );
+    // Outside the workspace's member list: its own workspace.
+    let manifest = if manifest.contains("[workspace]") {
+        manifest
+    } else {
+        manifest + "\n[workspace]\n"
+    };
     std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
     write_if_changed(&scratch.join("Cargo.toml"), &manifest);
     write_if_changed(&scratch.join("src/lib.rs"), &source);

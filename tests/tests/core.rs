@@ -164,6 +164,12 @@ fn refused_swaps_name_the_cause_and_keep_the_old_version_serving() {
             "built with abi_stable ABI 0.10",
         ),
         (
+            "header describing another module",
+            Box::new(|stage| stage.put(Fixture::ForgedHeader)),
+            |e| matches!(e, Error::Incompatible { .. }),
+            "exports `__hotswap_module__counter__counter` but describes module `gauge` of crate `counter`",
+        ),
+        (
             "changed signature",
             Box::new(|stage| stage.put(Fixture::ChangedSignature)),
             |e| matches!(e, Error::SignatureChanged { function: "increment", .. }),

@@ -43,6 +43,12 @@ pub(crate) fn run(args: &Args) -> Result<Report, Failure> {
         .as_ref()
         .or(args.out.as_ref())
         .expect("clap requires NAME or --out");
+    // `keygen release.key` means the pair `release.key` + `release.pub`.
+    let name = match name.extension().and_then(|extension| extension.to_str()) {
+        Some("key" | "pub") => name.with_extension(""),
+        _ => name.clone(),
+    };
+    let name = &name;
     let (secret_path, public_path) = (with_suffix(name, ".key"), with_suffix(name, ".pub"));
     let secret = SecretKey::generate()
         .map_err(|error| Failure::from(format!("cannot make a secret key: {error}")))?;
