@@ -206,19 +206,16 @@ fn rebuild_loop<M: HotModule>(
         saved_during_build = false;
         let started = Instant::now();
         tracing::info!(module = M::MODULE, profile = %cargo.profile, "sources changed; rebuilding");
-        let mut stopped = false;
         let outcome = cargo.run_until(|wait| match receiver.recv_timeout(wait) {
             Ok(Message::FileEvent(event)) => {
                 saved_during_build |= sources.changed_by(&event);
                 false
             }
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                stopped = true;
-                true
-            }
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         });
         match outcome {
+            // Stopped: cargo was killed.
             Ok(None) => return,
             Ok(Some(built)) => {
                 let took = started.elapsed();
@@ -246,9 +243,6 @@ fn rebuild_loop<M: HotModule>(
                     },
                 );
             }
-        }
-        if stopped {
-            return;
         }
     }
 }
