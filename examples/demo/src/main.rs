@@ -52,6 +52,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "{SERVING_THREADS} threads are incrementing; saving version 2's source over version 1 ..."
     );
+    // Let version 1 serve a while first, so updates from before the save count.
+    while calls.load(Ordering::Relaxed) < 100_000 {
+        thread::sleep(Duration::from_millis(10));
+    }
     let next = root.join("examples/counter-module/next/lib.rs");
     std::fs::copy(next, scratch.join("src/lib.rs"))?;
     let saved = Instant::now();
