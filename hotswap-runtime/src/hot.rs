@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::{HotModule, Shim};
-use crate::rebuild::{self, RebuildOptions, RebuildPlan, DEBOUNCE};
+use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
 use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
 use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
 use crate::watch::{self, WatchThread};
@@ -196,12 +196,12 @@ impl<M: HotModule> Hot<M> {
         let rebuild = options
             .rebuild_crate
             .map(|crate_dir| {
-                let rebuild = RebuildOptions {
-                    crate_dir,
-                    profile: options.build_profile,
-                    debounce: options.rebuild_debounce.unwrap_or(DEBOUNCE),
-                };
-                RebuildPlan::new(&source, &rebuild)
+                RebuildPlan::new(
+                    &source,
+                    &crate_dir,
+                    options.build_profile.as_deref(),
+                    options.rebuild_debounce.unwrap_or(DEBOUNCE),
+                )
             })
             .transpose()?;
         if !options.trust.check_permissions {

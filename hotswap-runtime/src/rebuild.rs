@@ -23,15 +23,6 @@ use crate::module::HotModule;
 use crate::swap::{Build, Shared};
 use crate::watch::{Message, WatchThread};
 
-/// What [`Options::rebuild_on_save`](crate::Options::rebuild_on_save) asked for.
-#[derive(Clone, Debug)]
-pub(crate) struct RebuildOptions {
-    pub crate_dir: PathBuf,
-    /// Overrides the profile read off the library's path.
-    pub profile: Option<String>,
-    pub debounce: Duration,
-}
-
 /// Default quiet time after the last save before a build starts: editors
 /// write a file in several steps, and "save all" writes several files.
 pub(crate) const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -45,13 +36,18 @@ pub(crate) struct RebuildPlan {
 }
 
 impl RebuildPlan {
-    pub(crate) fn new(library: &Path, options: &RebuildOptions) -> Result<Self, Error> {
+    /// `profile` overrides the one read off the library's path.
+    pub(crate) fn new(
+        library: &Path,
+        crate_dir: &Path,
+        profile: Option<&str>,
+        debounce: Duration,
+    ) -> Result<Self, Error> {
         let unusable = |detail: String| Error::Rebuild {
-            crate_dir: options.crate_dir.clone(),
+            crate_dir: crate_dir.to_owned(),
             detail,
         };
-        let crate_dir = options
-            .crate_dir
+        let crate_dir = crate_dir
             .canonicalize()
             .map_err(|error| unusable(format!("cannot open the directory: {error}")))?;
         if !crate_dir.join("Cargo.toml").is_file() {
@@ -59,12 +55,11 @@ impl RebuildPlan {
                 "it has no Cargo.toml; name the module crate's own directory".into(),
             ));
         }
-        let cargo =
-            cargo_build_for(library, &crate_dir, options.profile.as_deref()).map_err(unusable)?;
+        let cargo = cargo_build_for(library, &crate_dir, profile).map_err(unusable)?;
         Ok(Self {
             crate_dir,
             cargo,
-            debounce: options.debounce,
+            debounce,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
-use crate::trust::{signature_path, Evidence, TrustPolicy};
+use crate::trust::{signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
 /// checks need to know about where it came from.
@@ -90,16 +90,6 @@ impl Build {
             facts.extend_from_slice(&metadata.uid().to_le_bytes());
         }
         self.digest ^ twox_hash::XxHash3_128::oneshot(&facts)
-    }
-
-    fn evidence(&self) -> Evidence<'_> {
-        Evidence {
-            path: &self.path,
-            bytes: &self.bytes,
-            file: &self.file,
-            directories: &self.directories,
-            signature: &self.signature,
-        }
     }
 }
 
@@ -220,7 +210,7 @@ impl Loading {
         events: &EventHub,
     ) -> Result<(Version<M>, std::time::Duration), Error> {
         self.trust
-            .check(&build.evidence())
+            .check(build)
             .map_err(|problem| Error::Untrusted {
                 path: build.path.clone(),
                 problem,

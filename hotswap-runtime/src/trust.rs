@@ -37,6 +37,8 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
+use crate::swap::Build;
+
 /// What a signature signs: this prefix, then the SHA-256 of the library.
 /// The prefix keeps these signatures from meaning anything elsewhere.
 const SIGNED_PREFIX: &[u8] = b"hotswap signed module v1\0";
@@ -361,34 +363,23 @@ impl Default for TrustPolicy {
     }
 }
 
-/// A build as read from disk, with what the trust checks need: the
-/// metadata of the very file that was read and of its directory, and the
-/// signature beside it.
-pub(crate) struct Evidence<'a> {
-    pub path: &'a Path,
-    pub bytes: &'a [u8],
-    pub file: &'a Metadata,
-    pub directories: &'a [(PathBuf, Metadata)],
-    pub signature: &'a std::io::Result<Vec<u8>>,
-}
-
 impl TrustPolicy {
     /// Whether this build may be loaded.
-    pub fn check(&self, build: &Evidence<'_>) -> Result<(), TrustProblem> {
+    pub fn check(&self, build: &Build) -> Result<(), TrustProblem> {
         if self.check_permissions {
-            permissions(build.path, build.file)?;
-            for (directory, metadata) in build.directories {
+            permissions(&build.path, &build.file)?;
+            for (directory, metadata) in &build.directories {
                 permissions(directory, metadata)?;
             }
         }
         if let Some(allowed) = &self.allowed_digests {
-            let sha256 = Sha256Digest::of(build.bytes);
+            let sha256 = Sha256Digest::of(&build.bytes);
             if !allowed.contains(&sha256) {
                 return Err(TrustProblem::DigestNotAllowed { sha256 });
             }
         }
         if !self.keys.is_empty() {
-            check_signature(build.path, build.bytes, build.signature, &self.keys)?;
+            check_signature(&build.path, &build.bytes, &build.signature, &self.keys)?;
         }
         Ok(())
     }

@@ -215,13 +215,13 @@ fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
 
 /// Reads the file if nobody wrote to it while it was read.
 fn read_finished(path: &Path) -> Option<Build> {
-    let before = stamp(path)?;
+    // The build records the opened file's metadata from before it was read.
     let build = Build::read(path).ok()?;
-    let after = stamp(path)?;
+    let before = stamp(&build.file)?;
+    let after = stamp(&std::fs::metadata(path).ok()?)?;
     (before == after && after.0 == build.bytes.len() as u64).then_some(build)
 }
 
-fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
-    let metadata = std::fs::metadata(path).ok()?;
+fn stamp(metadata: &std::fs::Metadata) -> Option<(u64, SystemTime)> {
     Some((metadata.len(), metadata.modified().ok()?))
 }
