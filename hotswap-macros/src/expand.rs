@@ -205,6 +205,13 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let arg_types_anon = ffi_types(&quote!('_));
     let layout_types = ffi_types(&fixed);
     let ret = ret_ffi(function, &fixed);
+    let mut kept = Vec::new();
+    if let Some(ret) = &function.ret {
+        ret.user_types(&mut kept);
+    }
+    let kept = kept
+        .iter()
+        .map(|ty| quote!(<#ty as #p::StableAbi>::LAYOUT));
     let vars = arg_vars(function);
     let converted = function
         .params
@@ -273,6 +280,7 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
             type Ret = #ret;
             type Fn<#borrowed> = unsafe extern "C" fn(*mut #p::c_void, *mut #p::PanicMessage, #(#arg_types),*) -> #p::ShimReturn<#ret>;
             type Layout = #p::PhantomData<(#ret, #(#layout_types,)*)>;
+            const KEPT: &'static [&'static #p::TypeLayout] = &[#(#kept),*];
         }
 
         impl #call_trait for #marker {

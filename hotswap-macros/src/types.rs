@@ -41,6 +41,21 @@ const REFUSED: &[(&str, &str)] = &[
     ("Path", "pass the path as a `&str`"),
     ("OsString", "pass a `String`"),
     ("Self", "name the type"),
+    // abi_stable's own types own or borrow the memory of the side that made
+    // them: one made by a module would dangle once its version unloads.
+    ("RString", "use `String`: the boundary copies it into memory of the side that receives it"),
+    ("RStr", "use `&str` to pass text in, `String` to return it"),
+    ("RVec", "use `Vec<T>`: the boundary copies it into memory of the side that receives it"),
+    ("RSlice", "use `&[T]` to pass a slice in, `Vec<T>` to return one"),
+    ("RBox", "pass the value itself"),
+    ("RArc", "pass the value itself"),
+    ("RCow", "use `String` or `Vec<T>`"),
+    ("RHashMap", "use a `Vec` of pairs"),
+    ("ROption", "use `Option<T>`"),
+    ("RResult", "use `Result<T, E>`"),
+    ("DynTrait", "trait objects keep a vtable in the module; pass plain data"),
+    ("RBoxError", "return `Result<T, String>`"),
+    ("NonNull", "pointers cannot cross; pass plain data"),
 ];
 
 /// Where a type appears: borrows may only be passed in, never returned.
@@ -107,6 +122,14 @@ impl Carried {
             Type::Path(path) if path.qself.is_none() => {
                 Self::classify_path(ty, &path.path, position)
             }
+            Type::BareFn(_) => Err(refuse(
+                ty,
+                "a function pointer returned by a module would point into it after its version unloads, and one passed in is a callback the types cannot check; pass plain data (a host callback can be a field of a `#[repr(C)]` `StableAbi` argument)",
+            )),
+            Type::Ptr(_) => Err(refuse(
+                ty,
+                "raw pointers cannot cross: what they point to may be freed or unloaded; pass the data itself",
+            )),
             _ => Err(refuse(
                 ty,
                 "only named types, tuples, `&str` and `&[T]` can cross",
@@ -120,6 +143,9 @@ impl Carried {
         let args = generic_types(&last.arguments);
         if let Some((_, hint)) = REFUSED.iter().find(|(refused, _)| *refused == name) {
             return Err(refuse(ty, hint));
+        }
+        if name.ends_with("_TO") {
+            return Err(refuse(ty, "`#[sabi_trait]` objects keep a vtable in the module that made them, which would dangle once its version unloads; pass plain data"));
         }
         let bare = matches!(last.arguments, PathArguments::None);
         match (name.as_str(), args.as_slice()) {
@@ -235,9 +261,9 @@ impl Carried {
             Self::Same { .. } => value,
             Self::Char => quote!(#p::char_from_ffi(#value)),
             Self::Str => quote!(#p::RStr::as_str(&#value)),
-            Self::String => quote!(#p::RString::into_string(#value)),
+            Self::String => quote!(#p::string_from_ffi(#value)),
             Self::Slice(_) => quote!(#p::RSlice::as_slice(&#value)),
-            Self::Vec(inner) if inner.is_same() => quote!(#p::RVec::into_vec(#value)),
+            Self::Vec(inner) if inner.is_same() => quote!(#p::vec_from_ffi(#value)),
             Self::Vec(inner) => {
                 let convert = inner.ffi_to_rust(quote!(#x), depth + 1);
                 quote!(::core::iter::Iterator::collect::<::std::vec::Vec<_>>(::core::iter::Iterator::map(::core::iter::IntoIterator::into_iter(#value), |#x| #convert)))

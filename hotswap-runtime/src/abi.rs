@@ -17,7 +17,7 @@ pub const MAGIC: [u8; 16] = *b"hotswap-module\0\0";
 
 /// Version of the layout of [`ModuleHeader`], [`ModuleDescriptor`],
 /// [`FnEntry`] and the shim calling convention. Bump on any change.
-pub const HEADER_VERSION: u32 = 2;
+pub const HEADER_VERSION: u32 = 3;
 
 /// How the state handoff is encoded. A library that hands off in another
 /// format is refused.
@@ -39,6 +39,10 @@ pub const STATUS_PANICKED: u8 = 1;
 /// `setup`/`teardown` result: the module reported a failure; the message
 /// was written.
 pub const STATUS_FAILED: u8 = 2;
+/// `teardown` result: the handoff value could not be encoded, so the module
+/// set itself up again from that value, in-process; the restored state was
+/// written to the `restored` slot and the encoding error to the message.
+pub const STATUS_KEPT: u8 = 3;
 
 /// What a function shim returns: the value, or (with `panicked` set) an
 /// uninitialised value and the panic message written to the message slot.
@@ -70,9 +74,57 @@ pub type SetupFn = unsafe extern "C" fn(
 ) -> u8;
 
 /// Consumes the module state; writes its handoff bytes to `sink` unless the
-/// sink is null (then the handoff value is dropped).
-pub type TeardownFn =
-    unsafe extern "C" fn(state: *mut c_void, sink: *const HandoffSink, message: *mut RString) -> u8;
+/// sink is null (then the handoff value is dropped). If the handoff value
+/// cannot be encoded, the module passes it back to its own `setup` and
+/// writes the state that makes to `restored` ([`STATUS_KEPT`]): a failed
+/// encoding never loses the state.
+pub type TeardownFn = unsafe extern "C" fn(
+    state: *mut c_void,
+    sink: *const HandoffSink,
+    restored: *mut *mut c_void,
+    message: *mut RString,
+) -> u8;
+
+/// Hands the module the host's thread hooks (see [`ThreadHooks`]); called
+/// once per load, after the header was checked and before `setup`.
+pub type InstallFn = unsafe extern "C" fn(hooks: *const ThreadHooks);
+
+/// What a module's thread creation and thread-local destructor
+/// registration are routed to, so the host knows which threads run a
+/// version's code and no destructor of a version runs after it is unmapped.
+///
+/// The module defines `pthread_create`, `pthread_key_create` and
+/// `__cxa_thread_atexit_impl` for
+/// its own image (hidden symbols, so they bind inside the library only) and
+/// forwards them here once installed. Owned by the host and kept alive for
+/// as long as the library is mapped.
+#[repr(C)]
+pub struct ThreadHooks {
+    /// Opaque host context: the version's thread tracker.
+    pub ctx: *const c_void,
+    /// Replaces `pthread_create` for the module's code.
+    pub create: unsafe extern "C" fn(
+        ctx: *const c_void,
+        thread: *mut c_void,
+        attr: *const c_void,
+        start: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+        arg: *mut c_void,
+    ) -> i32,
+    /// Replaces `__cxa_thread_atexit_impl` for the module's code.
+    pub thread_atexit: unsafe extern "C" fn(
+        ctx: *const c_void,
+        dtor: unsafe extern "C" fn(*mut c_void),
+        obj: *mut c_void,
+        dso: *mut c_void,
+    ) -> i32,
+    /// Replaces `pthread_key_create` for the module's code (std keeps its
+    /// thread cleanup behind a key whose destructor is module code).
+    pub key_create: unsafe extern "C" fn(
+        ctx: *const c_void,
+        key: *mut u32,
+        dtor: Option<unsafe extern "C" fn(*mut c_void)>,
+    ) -> i32,
+}
 
 /// A host-owned byte buffer the module's teardown writes the handoff into.
 #[repr(C)]
@@ -198,6 +250,12 @@ pub struct ModuleDescriptor {
     pub setup: Option<SetupFn>,
     /// Present when the module has state.
     pub teardown: Option<TeardownFn>,
+    /// Whether the library was built with `panic = "unwind"`: the boundary
+    /// catches panics, which a library built with `panic = "abort"` cannot
+    /// let it do (its first panic would abort the host).
+    pub panic_unwinds: bool,
+    /// Routes the module's thread creation to the host; see [`ThreadHooks`].
+    pub install: InstallFn,
 }
 
 /// One exported function.

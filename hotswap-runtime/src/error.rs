@@ -121,9 +121,13 @@ pub enum Error {
         message: String,
     },
 
-    /// The old version's `teardown` panicked or its value could not be
-    /// encoded. Its state was consumed; the old version was set up afresh.
-    #[error("teardown of module `{module}` {}: {message}; the state was lost and the old version was set up afresh", if *.panicked { "panicked" } else { "failed" })]
+    /// The old version's `teardown` panicked, or its handoff value could
+    /// not be encoded. No swap happened. If `state_kept`, the old version
+    /// set itself up again from its own handoff value and keeps serving
+    /// with its state; otherwise the state is gone, and every stateful call
+    /// panics saying so until a new build is swapped in (and set up with
+    /// `setup(None)`).
+    #[error("teardown of module `{module}` {}: {message}; {}", if *.panicked { "panicked" } else { "failed" }, if *.state_kept { "the serving version keeps serving with its state" } else { "the state is lost: stateful calls panic until a new build is swapped in" })]
     Teardown {
         /// The module.
         module: &'static str,
@@ -131,6 +135,44 @@ pub enum Error {
         panicked: bool,
         /// The panic or error message.
         message: String,
+        /// Whether the serving version still has its state.
+        state_kept: bool,
+    },
+
+    /// A function returns a value that would hold a pointer into the module
+    /// once the host keeps it: a `StableAbi` type with a reference, raw
+    /// pointer, function pointer, or an `abi_stable` container (`RString`,
+    /// `RVec`, `RBox`, ...) inside. Unloading the version would leave it
+    /// dangling.
+    #[error("function `{function}` of module `{module}` returns a value that cannot outlive its version: {problem}; return owned plain data instead (`String`, `Vec<T>`, or a `#[repr(C)]` struct of numbers, `bool`s and such structs)")]
+    Escapes {
+        /// The module.
+        module: &'static str,
+        /// The function.
+        function: &'static str,
+        /// Where the pointer is.
+        problem: String,
+    },
+
+    /// A swap was asked for from inside a stateful call of the same module
+    /// on the same thread (a callback from the module into the host): it
+    /// would wait for that very call to finish.
+    #[error("cannot swap module `{module}` from inside one of its own stateful calls (a callback from the module into the host); swap after the call returns")]
+    Reentrant {
+        /// The module.
+        module: &'static str,
+    },
+
+    /// A retired version still has threads it started running its code
+    /// after its `teardown`: it stays loaded until they finish.
+    #[error("generation {generation} of module `{module}` was retired with {threads} thread(s) it started still running; it stays loaded until they finish (join every thread a module starts before its `teardown` returns)")]
+    ThreadsOutlived {
+        /// The module.
+        module: &'static str,
+        /// The retired version's generation.
+        generation: u64,
+        /// How many of its threads were running.
+        threads: usize,
     },
 
     /// Both the new and the old version's `setup` refused the handed-over

@@ -70,6 +70,18 @@ pub enum SwapEvent {
         /// The private copy that is still mapped.
         copy: PathBuf,
     },
+    /// A retired version still has threads it started running its code: it
+    /// stays loaded until they finish, then is unloaded (`Unloaded`).
+    /// Reported once per version, a moment after it retired; also
+    /// [`Error::ThreadsOutlived`] in `last_error()` and the log.
+    ThreadsOutlived {
+        /// The module.
+        module: &'static str,
+        /// The version's generation.
+        generation: u64,
+        /// How many of its threads were still running.
+        threads: usize,
+    },
 }
 
 /// Phases of one swap.

@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, ModuleDescriptor, PanicMessage, Receiver, SetupFn, ShimReturn,
-    TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_OK, STATUS_PANICKED,
+    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, Receiver, SetupFn,
+    ShimReturn, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK,
+    STATUS_PANICKED,
 };
 use crate::loader::ShimFn;
 
@@ -41,6 +42,9 @@ pub trait Signature: 'static {
     /// `PhantomData<(Ret, Args...)>` with `'static` lifetimes: what the
     /// layout check compares.
     type Layout: StableAbi;
+    /// Layouts of the user types in the return value, which the host keeps
+    /// as they are: checked to hold no pointer into the module.
+    const KEPT: &'static [&'static abi_stable::type_layout::TypeLayout];
 }
 
 /// A function without state.
@@ -112,6 +116,7 @@ impl ModuleDescriptor {
         crate_version: &'static str,
         functions: &'static [FnEntry],
     ) -> Self {
+        let install: InstallFn = crate::interpose::install;
         Self {
             module: RStr::from_str(module),
             crate_name: RStr::from_str(crate_name),
@@ -120,6 +125,10 @@ impl ModuleDescriptor {
             functions: RSlice::from_slice(functions),
             setup: None,
             teardown: None,
+            // The whole image is built with one panic strategy, this crate
+            // included.
+            panic_unwinds: cfg!(panic = "unwind"),
+            install,
         }
     }
 
@@ -151,6 +160,17 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The message of a caught panic; drops the payload inside the boundary,
+/// where a payload whose `Drop` panics too cannot unwind into the host.
+pub(crate) fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // Dropping this one could panic again; leaking it cannot.
+        std::mem::forget(nested);
+    }
+    message
+}
+
 /// Writes a panic's message into the host's slot.
 ///
 /// # Safety
@@ -158,7 +178,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cold]
 #[inline(never)]
 unsafe fn report_panic(payload: Box<dyn std::any::Any + Send>, slot: *mut PanicMessage) {
-    let message = RString::from(panic_message(&*payload));
+    let message = RString::from(take_panic_message(payload));
     // SAFETY: the caller guarantees `slot` is valid for writes.
     unsafe { (*slot).write(message) };
 }
@@ -248,7 +268,7 @@ unsafe fn finish<R>(
             return STATUS_OK;
         }
         Ok(Err(text)) => (STATUS_FAILED, text),
-        Err(payload) => (STATUS_PANICKED, panic_message(&*payload)),
+        Err(payload) => (STATUS_PANICKED, take_panic_message(payload)),
     };
     // SAFETY: the caller guarantees `message` is valid for writes.
     unsafe { message.write(RString::from(text)) };
@@ -304,12 +324,18 @@ impl Write for SinkWriter {
 
 /// Runs `teardown` on the state and encodes what it returns into `sink`.
 ///
+/// If the value cannot be encoded, the module sets itself up again from it
+/// (`setup(Some(value))`) and writes that state to `restored`: the state is
+/// kept, never reset, and the host reports the encoding error.
+///
 /// # Safety
 /// `state` came from this library's [`setup_shim`] and is not used again;
-/// `sink` is null or valid for the call; `message` is writable.
+/// `sink` is null or valid for the call; `restored` and `message` are
+/// writable.
 unsafe extern "C" fn teardown_shim<L: Lifecycle>(
     state: *mut c_void,
     sink: *const HandoffSink,
+    restored: *mut *mut c_void,
     message: *mut RString,
 ) -> u8 {
     // SAFETY: `state` is the `Box<L::State>` made by `setup_shim`.
@@ -320,13 +346,38 @@ unsafe extern "C" fn teardown_shim<L: Lifecycle>(
             Some(handoff) if !sink.is_null() => {
                 // Many small writes: buffer them so the host callback runs per 64 KiB.
                 let mut out = io::BufWriter::with_capacity(64 * 1024, SinkWriter(sink));
-                rmp_serde::encode::write_named(&mut out, &handoff)
-                    .map_err(|error| format!("cannot encode the state for handoff: {error}"))?;
-                out.flush().map_err(|error| error.to_string())
+                let encoded = rmp_serde::encode::write_named(&mut out, &handoff)
+                    .map_err(|error| error.to_string())
+                    .and_then(|()| out.flush().map_err(|error| error.to_string()));
+                match encoded {
+                    Ok(()) => Ok(None),
+                    Err(error) => {
+                        let error = format!("cannot encode the state for handoff: {error}");
+                        match L::setup(Some(handoff)) {
+                            Ok(state) => Ok(Some((Box::into_raw(Box::new(state)).cast::<c_void>(), error))),
+                            Err(setup) => Err(format!(
+                                "{error}; and `setup` could not take the state back: {setup}"
+                            )),
+                        }
+                    }
+                }
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }));
+    let outcome = match outcome {
+        Ok(Ok(Some((state, error)))) => {
+            // SAFETY: the host passes writable slots.
+            unsafe {
+                restored.write(state);
+                message.write(RString::from(error));
+            }
+            return STATUS_KEPT;
+        }
+        Ok(Ok(None)) => Ok(Ok(())),
+        Ok(Err(error)) => Ok(Err(error)),
+        Err(payload) => Err(payload),
+    };
     let mut unit = ();
     // SAFETY: `unit` is a local; the host passes a writable message slot.
     unsafe { finish(outcome, &mut unit, message) }

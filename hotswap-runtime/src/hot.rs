@@ -10,7 +10,9 @@ use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
+use crate::export::Signature;
 use crate::module::{HotModule, Shim};
+use crate::reentry::{self, Frame, Holding, Inside};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
 use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
 use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
@@ -330,20 +332,36 @@ impl<M: HotModule> Pinned<'_, M> {
     ///
     /// `select` picks the function's shim out of a version's table; `call`
     /// calls it.
+    ///
+    /// # Panics
+    /// Re-entered from a `&mut State` call of the same module on this
+    /// thread (a callback from the module into the host): the outer call's
+    /// exclusive borrow of the state is still live. A `&State` call inside a
+    /// `&State` call is served.
     #[inline]
-    pub fn call_shared<E, R>(
+    pub fn call_shared<E: Signature, R>(
         &self,
         select: impl Fn(&M::Table) -> &Shim<E>,
         call: impl FnOnce(&Shim<E>, &SharedState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
         let pinned = select(&self.version.table);
-        let slot = self.shared.state.read();
+        let module = self.module_key();
+        let slot = match reentry::holding(module) {
+            None => self.shared.state.read(),
+            // Nested in our own read: never wait behind a queued writer,
+            // which would wait for the outer call.
+            Some(Holding::Shared) => self.shared.state.read_recursive(),
+            Some(Holding::Exclusive) => reentered::<M>(E::NAME, Holding::Shared),
+        };
+        let frame = Frame::new(module, Holding::Shared);
+        let inside = Inside::enter(&frame);
         let shim = self.owner_shim(&slot.version, pinned, &select);
         let outcome = match &slot.state {
             SlotState::Live(state) => call(shim, &state.shared()),
             SlotState::Stateless => call(shim, &SharedState::absent()),
             SlotState::Lost { reason, .. } => Err(state_lost::<M>(reason)),
         };
+        drop(inside);
         drop(slot);
         resume(outcome)
     }
@@ -352,14 +370,25 @@ impl<M: HotModule> Pinned<'_, M> {
     ///
     /// `select` picks the function's shim out of a version's table; `call`
     /// calls it.
+    ///
+    /// # Panics
+    /// Re-entered from any stateful call of the same module on this thread
+    /// (a callback from the module into the host): the outer call's borrow
+    /// of the state is still live, so no exclusive one can be made.
     #[inline]
-    pub fn call_exclusive<E, R>(
+    pub fn call_exclusive<E: Signature, R>(
         &self,
         select: impl Fn(&M::Table) -> &Shim<E>,
         call: impl FnOnce(&Shim<E>, &mut ExclusiveState<'_>) -> Result<R, ModulePanic>,
     ) -> R {
         let pinned = select(&self.version.table);
+        let module = self.module_key();
+        if reentry::holding(module).is_some() {
+            reentered::<M>(E::NAME, Holding::Exclusive);
+        }
         let mut slot = self.shared.state.write();
+        let frame = Frame::new(module, Holding::Exclusive);
+        let inside = Inside::enter(&frame);
         let StateSlot { version, state } = &mut *slot;
         let shim = self.owner_shim(version, pinned, &select);
         let outcome = match state {
@@ -367,8 +396,14 @@ impl<M: HotModule> Pinned<'_, M> {
             SlotState::Stateless => call(shim, &mut ExclusiveState::absent()),
             SlotState::Lost { reason, .. } => Err(state_lost::<M>(reason)),
         };
+        drop(inside);
         drop(slot);
         resume(outcome)
+    }
+
+    #[inline(always)]
+    fn module_key(&self) -> *const () {
+        std::ptr::from_ref(self.shared).cast()
     }
 
     /// The shim to call on `owner`, the version that owns the state: the
@@ -389,6 +424,21 @@ impl<M: HotModule> Pinned<'_, M> {
             select(&owner.table)
         }
     }
+}
+
+/// A stateful call of a module from inside another one of its calls, on
+/// the same thread, that cannot be served.
+#[cold]
+#[inline(never)]
+fn reentered<M: HotModule>(function: &str, wanted: Holding) -> ! {
+    let (wanted, held) = match wanted {
+        Holding::Shared => ("`&State`", "a `&mut State`"),
+        Holding::Exclusive => ("`&mut State`", "a stateful"),
+    };
+    panic!(
+        "hotswap: re-entrant call of `{function}` (needs {wanted}) on module `{}` from inside {held} call of the same module on this thread, such as a callback from the module into the host: the outer call's borrow of the state is still live; make this call after the outer call returns, or have the outer function take `&State` and this one `&State` too",
+        M::MODULE
+    )
 }
 
 fn state_lost<M: HotModule>(reason: &str) -> ModulePanic {

@@ -187,11 +187,15 @@ mod export;
 mod hot;
 pub mod inspect;
 mod integrity;
+mod interpose;
 mod loader;
 mod module;
 mod rebuild;
+mod reentry;
 pub mod residency;
+mod retire;
 mod swap;
+mod threads;
 pub mod trust;
 mod watch;
 
@@ -209,6 +213,7 @@ pub mod __private {
     pub use abi_stable::std_types::{
         ROption, RResult, RSlice, RStr, RString, RVec, Tuple1, Tuple2, Tuple3, Tuple4,
     };
+    pub use abi_stable::type_layout::TypeLayout;
     pub use abi_stable::StableAbi;
 
     pub use core::ffi::c_void;
@@ -234,6 +239,30 @@ pub mod __private {
     /// scalar values, anything else becomes U+FFFD.
     pub fn char_from_ffi(value: u32) -> char {
         char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER)
+    }
+
+    /// The text of a string the other side made, copied into memory of this
+    /// side. The other side's buffer is freed here, by its own code (it is
+    /// loaded for the length of the call): this side never frees, or keeps,
+    /// memory another side's allocator made.
+    pub fn string_from_ffi(value: RString) -> String {
+        value.as_str().to_owned()
+    }
+
+    /// The elements of a vector the other side made, moved into a vector of
+    /// this side's; see [`string_from_ffi`].
+    pub fn vec_from_ffi<T>(mut value: RVec<T>) -> Vec<T> {
+        let len = value.len();
+        let mut moved = Vec::with_capacity(len);
+        // SAFETY: the elements are moved bitwise into `moved`, which has room
+        // for `len`; `value` then forgets them (length 0) so they are not
+        // dropped twice, and frees only its buffer when it drops.
+        unsafe {
+            std::ptr::copy_nonoverlapping(value.as_ptr(), moved.as_mut_ptr(), len);
+            value.set_len(0);
+            moved.set_len(len);
+        }
+        moved
     }
 
     /// A type that may cross the module boundary as it is.

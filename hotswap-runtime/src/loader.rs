@@ -27,11 +27,12 @@ use abi_stable::abi_stability::abi_checking::{
     check_layout_compatibility_with_globals, CheckingGlobals,
 };
 use abi_stable::std_types::RString;
+use abi_stable::type_layout::{TLData, TLPrimitive, TypeLayout};
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::abi::{
     self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
-    ShimReturn, STATUS_OK, STATUS_PANICKED,
+    ShimReturn, ThreadHooks, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
 };
 use crate::error::Error;
 use crate::export::Signature;
@@ -66,6 +67,17 @@ unsafe impl Sync for StatePtr {}
 pub(crate) struct Failure {
     pub panicked: bool,
     pub message: String,
+}
+
+/// How a `teardown` ended.
+pub(crate) enum TornDown {
+    /// The handoff bytes (`None` if the module hands nothing over).
+    Handoff(Option<Vec<u8>>),
+    /// The handoff value could not be encoded; the module set itself up
+    /// again from it, so its state lives on in `state`.
+    Kept { state: StatePtr, error: String },
+    /// Teardown panicked, or the state could not be kept: it is gone.
+    Failed(Failure),
 }
 
 impl Library {
@@ -114,10 +126,10 @@ impl Library {
     }
 
     /// Runs the module's `teardown`, consuming `state`. With `keep`, returns
-    /// the encoded handoff (`None` if the module hands nothing over).
-    pub(crate) fn teardown(&self, state: StatePtr, keep: bool) -> Result<Option<Vec<u8>>, Failure> {
+    /// the encoded handoff.
+    pub(crate) fn teardown(&self, state: StatePtr, keep: bool) -> TornDown {
         let Some(teardown) = self.descriptor().teardown else {
-            return Ok(None);
+            return TornDown::Handoff(None);
         };
         let mut buffer = Vec::new();
         let sink = HandoffSink {
@@ -125,16 +137,45 @@ impl Library {
             write: append_to_vec,
         };
         let sink_ptr: *const HandoffSink = if keep { &sink } else { ptr::null() };
+        let mut restored = ptr::null_mut();
         let mut message = MaybeUninit::<RString>::uninit();
         // SAFETY: `state` came from this library's `setup` and is consumed
-        // here; the sink and the message slot are valid for the call.
-        let status = unsafe { teardown(state.0.as_ptr(), sink_ptr, message.as_mut_ptr()) };
-        if status == STATUS_OK {
-            Ok((!buffer.is_empty()).then_some(buffer))
-        } else {
-            // SAFETY: a non-OK status means the shim wrote the message slot.
-            Err(failure(status, unsafe { message.assume_init() }))
+        // here; the sink and both out-slots are valid for the call.
+        let status = unsafe {
+            teardown(
+                state.0.as_ptr(),
+                sink_ptr,
+                &mut restored,
+                message.as_mut_ptr(),
+            )
+        };
+        match status {
+            STATUS_OK => TornDown::Handoff((!buffer.is_empty()).then_some(buffer)),
+            STATUS_KEPT => TornDown::Kept {
+                // A kept state is boxed, hence non-null.
+                state: StatePtr(NonNull::new(restored).expect("a kept state is non-null")),
+                // SAFETY: STATUS_KEPT means the shim wrote the message slot.
+                error: unsafe { message.assume_init() }.into_string(),
+            },
+            // SAFETY: any other status means the shim wrote the message slot.
+            status => TornDown::Failed(failure(status, unsafe { message.assume_init() })),
         }
+    }
+
+    /// Whether the module has a `setup`: whether it takes state handed over.
+    pub(crate) fn has_setup(&self) -> bool {
+        self.descriptor().setup.is_some()
+    }
+
+    /// Routes the module's thread creation and thread-local destructors to
+    /// `hooks`; see [`ThreadHooks`].
+    ///
+    /// # Safety
+    /// `hooks` stays valid for as long as this library is mapped.
+    pub(crate) unsafe fn install_thread_hooks(&self, hooks: *const ThreadHooks) {
+        // SAFETY: `install` is this library's, checked with its header; the
+        // caller keeps `hooks` valid while the library is mapped.
+        unsafe { (self.descriptor().install)(hooks) }
     }
 
     /// The private copy this library was loaded from.
@@ -309,6 +350,12 @@ impl Loaded {
                 ),
             });
         }
+        if !descriptor.panic_unwinds {
+            return Err(Error::Incompatible {
+                path: source.to_owned(),
+                detail: "built with `panic = \"abort\"`: its first panic would abort this process, because the boundary can only catch panics that unwind; build the module with `panic = \"unwind\"` (the default: remove `panic = \"abort\"` from its `[profile.*]` and from RUSTFLAGS)".to_owned(),
+            });
+        }
         let resolved = resolve(source, descriptor, expected.module, expected.functions)?;
         Ok((descriptor, resolved))
     }
@@ -420,9 +467,68 @@ fn resolve(
         // check; the errors are rendered to a String before returning.
         check_layout_compatibility_with_globals(spec.layout, entry.layout, &globals)
             .map_err(|errors| changed(summarize_layout_errors(&errors.to_string())))?;
+        // The library's layouts equal the host's (checked above), so the
+        // host's own say what the host would keep.
+        for kept in spec.kept {
+            if let Some(problem) = pointer_inside(kept) {
+                return Err(Error::Escapes {
+                    module,
+                    function: spec.name,
+                    problem,
+                });
+            }
+        }
         entries.push((*spec, entry.call));
     }
     Ok(Resolved { entries })
+}
+
+/// Why a value of `layout`, made by a version and kept by the host, could
+/// outlive that version: the first reference, pointer or function pointer
+/// inside it (an `RString`'s buffer, an `RBox`, a `&'static str`, a vtable,
+/// an `extern "C" fn`...), which would point into the version's memory
+/// after it is unloaded. `None` for plain data.
+pub(crate) fn pointer_inside(layout: &'static TypeLayout) -> Option<String> {
+    fn walk(layout: &'static TypeLayout, path: &str, depth: usize) -> Option<String> {
+        let at = |what: &str| {
+            Some(format!(
+                "`{path}` is {what}, which would point into the module's memory once its version is unloaded"
+            ))
+        };
+        if depth > 32 {
+            return at("nested too deeply to check");
+        }
+        let fields = match layout.data() {
+            TLData::Primitive(
+                TLPrimitive::SharedRef
+                | TLPrimitive::MutRef
+                | TLPrimitive::ConstPtr
+                | TLPrimitive::MutPtr,
+            ) => return at(&format!("a reference or pointer (`{}`)", layout.full_type())),
+            TLData::Primitive(TLPrimitive::Array) => {
+                return layout.shared_vars().type_layouts().iter().find_map(|element| {
+                    walk(element(), &format!("{path}[_]"), depth + 1)
+                });
+            }
+            TLData::Primitive(_) => return None,
+            TLData::Opaque => return at(&format!("opaque (`{}`)", layout.full_type())),
+            TLData::PrefixType(_) => {
+                return at(&format!("a prefix type (`{}`)", layout.full_type()))
+            }
+            TLData::Struct { fields } | TLData::Union { fields } => fields,
+            TLData::Enum(tl_enum) => tl_enum.fields,
+        };
+        fields.iter().find_map(|field| {
+            let path = format!("{path}.{}", field.name());
+            if field.is_function() {
+                at("a function pointer")
+            } else {
+                walk(field.layout(), &path, depth + 1)
+            }
+        })
+    }
+    let name = layout.full_type().to_string();
+    walk(layout, &name, 0)
 }
 
 /// The gist of `abi_stable`'s layout report, which prints both layouts in

@@ -22,6 +22,9 @@ pub struct FnSpec {
     pub receiver: Receiver,
     /// Layout of its return and argument types.
     pub layout: &'static TypeLayout,
+    /// Layouts of the types in its return value that the host keeps as the
+    /// module made them (user `StableAbi` types): they must hold no pointer.
+    pub kept: &'static [&'static TypeLayout],
 }
 
 impl FnSpec {
@@ -32,6 +35,7 @@ impl FnSpec {
             signature: E::RUST_SIGNATURE,
             receiver: E::RECEIVER,
             layout: <E::Layout as StableAbi>::LAYOUT,
+            kept: E::KEPT,
         }
     }
 }

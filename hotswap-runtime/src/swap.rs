@@ -18,7 +18,10 @@ use arc_swap::ArcSwap;
 use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
-use crate::loader::{Expected, Library, StatePtr};
+use crate::loader::{Expected, Library, StatePtr, TornDown};
+use crate::reentry;
+use crate::retire::Retiring;
+use crate::threads::Tracker;
 use crate::module::HotModule;
 use crate::trust::{signature_path, TrustPolicy};
 
@@ -99,7 +102,10 @@ pub(crate) struct Version<M: HotModule> {
     pub generation: u64,
     /// `None` only while dropping.
     library: Option<Library>,
+    /// The threads its code started and its thread-local destructors.
+    tracker: Arc<Tracker>,
     events: EventHub,
+    last_error: Arc<Mutex<Option<Error>>>,
 }
 
 impl<M: HotModule> Version<M> {
@@ -115,19 +121,15 @@ impl<M: HotModule> Drop for Version<M> {
         let Some(library) = self.library.take() else {
             return;
         };
-        let copy = library.copy().to_owned();
-        let (module, generation) = (M::MODULE, self.generation);
-        if library.close() {
-            tracing::warn!(module, generation, copy = %copy.display(), "retired version stayed resident after dlclose");
-            self.events.emit(SwapEvent::StayedResident {
-                module,
-                generation,
-                copy,
-            });
-        } else {
-            tracing::debug!(module, generation, "retired version unloaded");
-            self.events.emit(SwapEvent::Unloaded { module, generation });
+        Retiring {
+            library,
+            tracker: self.tracker.clone(),
+            module: M::MODULE,
+            generation: self.generation,
+            events: self.events.clone(),
+            last_error: self.last_error.clone(),
         }
+        .retire();
     }
 }
 
@@ -168,7 +170,7 @@ pub(crate) struct Shared<M: HotModule> {
     /// Held for a whole swap, so swaps never interleave.
     swapping: Mutex<SwapRecord>,
     generation: AtomicU64,
-    last_error: Mutex<Option<Error>>,
+    last_error: Arc<Mutex<Option<Error>>>,
     pub events: EventHub,
     /// A detected build waiting for the next `get()` (`SwapMode::OnGet`).
     pending: Mutex<Option<Build>>,
@@ -208,6 +210,7 @@ impl Loading {
         build: &Build,
         generation: u64,
         events: &EventHub,
+        last_error: &Arc<Mutex<Option<Error>>>,
     ) -> Result<(Version<M>, std::time::Duration), Error> {
         self.trust
             .check(build)
@@ -230,11 +233,17 @@ impl Loading {
         // the original path from here on changes nothing.
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
         let (library, resolved, check) = Library::open(&build.path, &build.bytes, copy, &expected)?;
+        let tracker = Tracker::new();
+        // SAFETY: the version keeps the tracker, and with it the hooks,
+        // alive until the library is unloaded (see `Retiring`).
+        unsafe { library.install_thread_hooks(tracker.hooks()) };
         let version = Version {
             table: M::table(&resolved),
             generation,
             library: Some(library),
+            tracker,
             events: events.clone(),
+            last_error: last_error.clone(),
         };
         Ok((version, check))
     }
@@ -244,8 +253,9 @@ impl<M: HotModule> Shared<M> {
     /// Loads the first version and runs `setup(None)`.
     pub fn open(source: PathBuf, loading: Loading) -> Result<Self, Error> {
         let events = EventHub::default();
+        let last_error = Arc::default();
         let build = Build::read(&source)?;
-        let (version, _) = loading.load::<M>(&build, 0, &events)?;
+        let (version, _) = loading.load::<M>(&build, 0, &events, &last_error)?;
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
             Err(failure) => {
@@ -266,7 +276,7 @@ impl<M: HotModule> Shared<M> {
                 refused: None,
             }),
             generation: AtomicU64::new(0),
-            last_error: Mutex::new(None),
+            last_error,
             events,
             pending: Mutex::new(None),
             has_pending: AtomicBool::new(false),
@@ -301,6 +311,10 @@ impl<M: HotModule> Shared<M> {
 
     /// Swaps in the build left by `offer`, if one is still waiting.
     pub fn take_offer(&self) {
+        if self.called_from_inside() {
+            // Left for a `get()` outside the module's calls.
+            return;
+        }
         let build = {
             let mut pending = lock(&self.pending);
             self.has_pending.store(false, Ordering::Release);
@@ -324,7 +338,18 @@ impl<M: HotModule> Shared<M> {
         self.swap_unless_known(Some(build), true)
     }
 
+    /// Whether this thread is inside a stateful call of this module, where
+    /// a swap would wait for that very call.
+    fn called_from_inside(&self) -> bool {
+        reentry::holding(std::ptr::from_ref(self).cast()).is_some()
+    }
+
     fn swap_unless_known(&self, build: Option<Build>, skip_known: bool) -> Result<(), Error> {
+        if self.called_from_inside() {
+            let error = Error::Reentrant { module: M::MODULE };
+            tracing::warn!(module = M::MODULE, %error, "swap refused");
+            return Err(error);
+        }
         let mut record = lock(&self.swapping);
         let build = build.map_or_else(|| Build::read(&self.source), Ok);
         if let (true, Ok(build)) = (skip_known, &build) {
@@ -380,27 +405,56 @@ impl<M: HotModule> Shared<M> {
         let started = Instant::now();
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
-        let (next, check) = self.loading.load::<M>(build, to, &self.events)?;
+        let (next, check) = self
+            .loading
+            .load::<M>(build, to, &self.events, &self.last_error)?;
         let next = Arc::new(next);
         let load = started.elapsed() - check;
 
         let critical = Instant::now();
         let mut slot = self.state.write();
         let old = slot.version.clone();
+        let has_state = match &slot.state {
+            SlotState::Stateless => false,
+            SlotState::Live(_) => true,
+            SlotState::Lost { handoff, .. } => handoff.is_some(),
+        };
+        if has_state && !next.library().has_setup() {
+            // Swapping would drop the state without a word.
+            return Err(Error::Incompatible {
+                path: build.path.clone(),
+                detail: "it has no `setup`, so the state the serving version hands over would be dropped; give the new version a `setup(prev: Option<..>)` that takes it".to_owned(),
+            });
+        }
         let handoff = match mem::replace(&mut slot.state, SlotState::Stateless) {
             SlotState::Stateless => None,
             SlotState::Lost { handoff, .. } => handoff,
             SlotState::Live(state) => match old.library().teardown(state, true) {
-                Ok(handoff) => handoff,
-                Err(failure) => {
-                    // The state was consumed by the failed teardown: the old
-                    // version starts afresh rather than serving without state.
-                    slot.state = setup_or_lost(&old, None, "teardown failed");
+                TornDown::Handoff(handoff) => handoff,
+                TornDown::Kept { state, error } => {
+                    // The module rebuilt its state from the value it could
+                    // not encode: it keeps serving as it was.
+                    slot.state = SlotState::Live(state);
                     return Err(Error::Teardown {
+                        module: M::MODULE,
+                        panicked: false,
+                        message: error,
+                        state_kept: true,
+                    });
+                }
+                TornDown::Failed(failure) => {
+                    let error = Error::Teardown {
                         module: M::MODULE,
                         panicked: failure.panicked,
                         message: failure.message,
-                    });
+                        state_kept: false,
+                    };
+                    // Said on every stateful call until a swap succeeds.
+                    slot.state = SlotState::Lost {
+                        handoff: None,
+                        reason: error.to_string(),
+                    };
+                    return Err(error);
                 }
             },
         };
@@ -447,7 +501,7 @@ impl<M: HotModule> Drop for Shared<M> {
     fn drop(&mut self) {
         let slot = self.state.get_mut();
         if let SlotState::Live(state) = mem::replace(&mut slot.state, SlotState::Stateless) {
-            if let Err(failure) = slot.version.library().teardown(state, false) {
+            if let TornDown::Failed(failure) = slot.version.library().teardown(state, false) {
                 tracing::warn!(module = M::MODULE, message = %failure.message, "teardown failed while dropping the module");
             }
         }

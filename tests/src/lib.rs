@@ -46,12 +46,23 @@ pub enum Fixture {
     ForgedHeader,
     /// A second module crate with two modules.
     Greeter,
+    /// Version 1 whose state cannot be encoded for handoff at a count of 41.
+    EncodeFails,
+    /// Version 1 built with `panic = "abort"`.
+    PanicAbort,
+    /// Version 1 whose `fail` panics with a payload whose `Drop` panics too.
+    PayloadDropPanics,
+    /// The `greeter` crate whose `shelf` module lost its `setup` and
+    /// `teardown`, and with them its state.
+    GreeterShelfWithoutSetup,
 }
 
 /// A fixture that is version 1 with edits: `(find, replace)` pairs.
 struct Edit {
     name: &'static str,
     changes: Vec<(&'static str, &'static str)>,
+    /// Appended to the manifest.
+    manifest: &'static str,
 }
 
 impl Fixture {
@@ -60,6 +71,7 @@ impl Fixture {
             Some(Edit {
                 name,
                 changes: vec![(find, replace)],
+                manifest: "",
             })
         };
         match self {
@@ -90,8 +102,8 @@ impl Fixture {
             ),
             Self::TeardownPanics => edit(
                 "counter-teardown-panics",
-                "pub fn teardown(state: State) -> State {\n        if !state",
-                "pub fn teardown(state: State) -> State {\n        if state.count < u64::MAX {\n            panic!(\"teardown gives up at a count of {}\", state.count);\n        }\n        if !state",
+                "pub fn teardown(state: State) -> State {\n        assert_eq",
+                "pub fn teardown(state: State) -> State {\n        if state.count < u64::MAX {\n            panic!(\"teardown gives up at a count of {}\", state.count);\n        }\n        assert_eq",
             ),
             Self::ThreadLocalDestructor => Some(Edit {
                 name: "counter-tls-destructor",
@@ -102,6 +114,48 @@ impl Fixture {
                     ),
                     ("pub fn version() -> u32 {\n        1\n    }", "pub fn version() -> u32 {\n        crate::touch_thread_local()\n    }"),
                 ],
+                manifest: "",
+            }),
+            Self::EncodeFails => Some(Edit {
+                name: "counter-encode-fails",
+                changes: vec![
+                    (
+                        "    pub struct State {\n        pub count: u64,",
+                        "    pub struct State {\n        #[serde(serialize_with = \"crate::refuse_41\")]\n        pub count: u64,",
+                    ),
+                    (
+                        "use hotswap_runtime::hot_module;\n",
+                        "use hotswap_runtime::hot_module;\n\n/// Encodes a count, except 41.\npub fn refuse_41<S: serde::Serializer>(count: &u64, serializer: S) -> Result<S::Ok, S::Error> {\n    if *count == 41 {\n        return Err(serde::ser::Error::custom(\"41 cannot be encoded\"));\n    }\n    serializer.serialize_u64(*count)\n}\n",
+                    ),
+                ],
+                manifest: "",
+            }),
+            Self::PanicAbort => Some(Edit {
+                name: "counter-panic-abort",
+                changes: Vec::new(),
+                manifest: "\n[profile.dev]\npanic = \"abort\"\n",
+            }),
+            Self::PayloadDropPanics => Some(Edit {
+                name: "counter-payload-drop-panics",
+                changes: vec![
+                    (
+                        "    pub fn fail(message: &str) -> u32 {\n        panic!(\"{message}\")",
+                        "    pub fn fail(message: &str) -> u32 {\n        std::panic::panic_any(crate::Bomb(message.to_owned()))",
+                    ),
+                    (
+                        "use hotswap_runtime::hot_module;\n",
+                        "use hotswap_runtime::hot_module;\n\n/// A panic payload whose drop panics too.\npub struct Bomb(pub String);\n\nimpl Drop for Bomb {\n    fn drop(&mut self) {\n        panic!(\"dropping the payload of {:?} panics\", self.0);\n    }\n}\n",
+                    ),
+                ],
+                manifest: "",
+            }),
+            Self::GreeterShelfWithoutSetup => Some(Edit {
+                name: "greeter-shelf-without-setup",
+                changes: vec![(
+                    "    pub fn setup(prev: Option<Shelf>) -> Shelf {\n        prev.unwrap_or_default()\n    }\n\n    pub fn teardown(shelf: Shelf) -> Shelf {\n        shelf\n    }\n",
+                    "",
+                )],
+                manifest: "",
             }),
             Self::ForgedHeader => Some(Edit {
                 name: "counter-forged-header",
@@ -109,8 +163,22 @@ impl Fixture {
                     ("    abi_stable: AbiStableVersion { major: 0, minor: 10, ..AbiStableVersion::CURRENT },\n", ""),
                     ("ModuleDescriptor::stateless(\"counter\"", "ModuleDescriptor::stateless(\"gauge\""),
                 ],
+                manifest: "",
             }),
             _ => None,
+        }
+    }
+
+    /// The name of its library in the fixtures directory.
+    fn name(self) -> &'static str {
+        self.edit().map_or(self.crate_dir(), |edit| edit.name)
+    }
+
+    /// The package the fixture is a version of.
+    fn package(self) -> &'static str {
+        match self {
+            Self::Greeter | Self::GreeterShelfWithoutSetup => "greeter",
+            _ => "counter",
         }
     }
 
@@ -118,7 +186,7 @@ impl Fixture {
         match self {
             Self::V2 => "counter-v2",
             Self::BadAbi | Self::ForgedHeader => "counter-bad-abi",
-            Self::Greeter => "greeter",
+            Self::Greeter | Self::GreeterShelfWithoutSetup => "greeter",
             _ => "counter-v1",
         }
     }
@@ -145,6 +213,10 @@ pub fn library(fixture: Fixture) -> PathBuf {
     }
     let root = workspace_root();
     let modules = root.join("target/hotswap-modules");
+    if std::env::var_os(CHILD).is_some() {
+        // The parent built it before starting this process (see `in_child`).
+        return modules.join("fixtures").join(format!("{}.so", fixture.name()));
+    }
     let base = root.join("tests/fixtures").join(fixture.crate_dir());
     let (crate_dir, name) = match fixture.edit() {
         None => (base.clone(), fixture.crate_dir()),
@@ -160,9 +232,7 @@ pub fn library(fixture: Fixture) -> PathBuf {
         std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock"))
             .expect("copy Cargo.lock");
     }
-    if fixture != Fixture::Greeter {
-        clean_counter(&crate_dir, &modules);
-    }
+    clean_package(&crate_dir, &modules, fixture.package());
     let output = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
         .unwrap_or_else(|error| panic!("building fixture {fixture:?}: {error}"));
     let stable = modules.join("fixtures").join(format!("{name}.so"));
@@ -176,16 +246,16 @@ pub fn library(fixture: Fixture) -> PathBuf {
 /// writes `deps/libcounter.so` in the shared target dir, and cargo would call
 /// a build fresh although another version overwrote its output. Cleaning the
 /// package rebuilds just this crate, not its dependencies.
-fn clean_counter(crate_dir: &Path, target_dir: &Path) {
+fn clean_package(crate_dir: &Path, target_dir: &Path, package: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["clean", "--quiet", "--package", "counter", "--target-dir"])
+        .args(["clean", "--quiet", "--package", package, "--target-dir"])
         .arg(target_dir)
         .arg("--manifest-path")
         .arg(crate_dir.join("Cargo.toml"))
         .status()
         .expect("run cargo clean");
-    assert!(status.success(), "cargo clean -p counter failed");
+    assert!(status.success(), "cargo clean -p {package} failed");
 }
 
 /// A scratch copy of version 1's crate, named `name`, reset to version 1's
@@ -201,10 +271,11 @@ pub fn scratch_counter(name: &'static str) -> (PathBuf, PathBuf) {
     let edit = Edit {
         name,
         changes: Vec::new(),
+        manifest: "",
     };
     let crate_dir = edited_crate(&root.join("tests/fixtures/counter-v1"), &scratch, &edit);
     std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
-    clean_counter(&crate_dir, &modules);
+    clean_package(&crate_dir, &modules, "counter");
     let library = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
         .unwrap_or_else(|error| panic!("building {name}: {error}"));
     (crate_dir, library)
@@ -260,7 +331,7 @@ fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
         manifest
     } else {
         manifest + "\n[workspace]\n"
-    };
+    } + edit.manifest;
     std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
     write_if_changed(&scratch.join("Cargo.toml"), &manifest);
     write_if_changed(&scratch.join("src/lib.rs"), &source);
@@ -329,4 +400,79 @@ impl Stage {
     pub fn remove(&self) {
         std::fs::remove_file(self.path()).expect("remove staged library");
     }
+}
+
+/// The environment variable that tells a test it runs as [`in_child`]'s
+/// child.
+const CHILD: &str = "HOTSWAP_TEST_CHILD";
+
+/// What a child test process did.
+#[derive(Debug)]
+pub struct ChildOutcome {
+    /// Its exit status; `None` if it was killed for running past the
+    /// timeout (a hang).
+    pub status: Option<std::process::ExitStatus>,
+    /// What it printed to stderr (and stdout, after it).
+    pub output: String,
+}
+
+impl ChildOutcome {
+    /// The signal that ended it, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.and_then(|status| status.signal())
+    }
+}
+
+/// Runs the calling test again in a child process, for behaviour that could
+/// crash or hang the test process: returns `None` in the child (which then
+/// does the dangerous part), and in the parent what the child did, killing
+/// it after `timeout`. `test` is the test's name as libtest knows it;
+/// `fixtures` are built first (the child uses them as built, and builds
+/// none).
+pub fn in_child(
+    test: &str,
+    fixtures: &[Fixture],
+    timeout: std::time::Duration,
+) -> Option<ChildOutcome> {
+    if std::env::var_os(CHILD).is_some() {
+        return None;
+    }
+    for &fixture in fixtures {
+        library(fixture);
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the child test process");
+    // Drained as it comes, so a chatty child never blocks on a full pipe.
+    let drain = |stream: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    use std::io::Read;
+    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let output = stderr.join().unwrap_or_default() + &stdout.join().unwrap_or_default();
+    Some(ChildOutcome { status, output })
 }
