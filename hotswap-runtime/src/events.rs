@@ -59,9 +59,9 @@ pub enum SwapEvent {
         /// The version's generation.
         generation: u64,
     },
-    /// A retired version was closed but is still mapped (on glibc, a library
-    /// that registered a thread-local destructor stays until that thread
-    /// exits). Its copy was deleted; the mapping keeps the file's contents.
+    /// A retired version was closed but is still mapped (marked
+    /// `RTLD_NODELETE`, or pinned by something outside the runtime's view).
+    /// Its copy was deleted; the mapping keeps the file's contents.
     StayedResident {
         /// The module.
         module: &'static str,

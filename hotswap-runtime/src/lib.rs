@@ -83,8 +83,13 @@
 //!    host-owned buffer, and the new `setup` decodes it. If that fails the old
 //!    `setup` takes the same bytes back and the old version keeps serving.
 //! 4. The old version is unloaded, and its copy deleted, when the last guard
-//!    pinning it drops. Whether it really left the address space is checked
-//!    and reported ([`SwapEvent::StayedResident`]).
+//!    pinning it drops and every thread it started has finished (threads
+//!    still running a moment later are reported,
+//!    [`SwapEvent::ThreadsOutlived`]). Its thread-local destructors never run
+//!    after that: the runtime routes thread creation and destructor
+//!    registration inside module images to itself (see the README's "What a
+//!    module must not do"). Whether it really left the address space is
+//!    checked and reported ([`SwapEvent::StayedResident`]).
 //!
 //! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
 //! and a `tracing` record.
