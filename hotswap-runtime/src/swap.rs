@@ -16,11 +16,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::copies::CopyDir;
+use crate::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
+use crate::integrity::check_loadable;
 use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
-use crate::trust::{signature_path, TrustPolicy};
+use crate::trust::{containing_directories, signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
 /// checks need to know about where it came from.
@@ -53,19 +55,7 @@ impl Build {
         let metadata = file.metadata().map_err(failed)?;
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         file.read_to_end(&mut bytes).map_err(failed)?;
-        let mut directories = Vec::with_capacity(2);
-        for of in [path, resolved.as_path()] {
-            let directory = match of.parent() {
-                Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
-                Some(parent) => parent,
-                None => Path::new("/"),
-            };
-            let directory = directory.canonicalize().map_err(failed)?;
-            if directories.iter().all(|(seen, _)| *seen != directory) {
-                let metadata = std::fs::metadata(&directory).map_err(failed)?;
-                directories.push((directory, metadata));
-            }
-        }
+        let directories = containing_directories(path, &resolved).map_err(failed)?;
         Ok(Self {
             path: path.to_owned(),
             digest: twox_hash::XxHash3_128::oneshot(&bytes),
@@ -209,8 +199,16 @@ impl Loading {
         generation: u64,
         events: &EventHub,
     ) -> Result<(Version<M>, std::time::Duration), Error> {
-        self.trust
-            .check(build)
+        check_loadable(&build.path, &build.bytes)?;
+        let dynamic = Dynamic::parse(&build.bytes).map_err(|detail| Error::Malformed {
+            path: build.path.clone(),
+            detail: format!("its dynamic section is unreadable: {detail}"),
+        })?;
+        // Held until the copy is loaded: what it needs and is loaded
+        // already stays loaded, and is not looked for on disk after all.
+        let _dependencies = self
+            .trust
+            .check(build, &dynamic)
             .map_err(|problem| Error::Untrusted {
                 path: build.path.clone(),
                 problem,
