@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::abi;
 use crate::copies::CopyDir;
 use crate::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
-use crate::integrity::check_loadable;
+use crate::integrity::{check_loadable, module_symbols};
 use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
 use crate::trust::{containing_directories, signature_path, TrustPolicy};
@@ -213,6 +214,16 @@ impl Loading {
                 path: build.path.clone(),
                 problem,
             })?;
+        // Another module's build (signed or not) is refused before any of
+        // its code runs, not by the header check after dlopen.
+        let symbol = abi::symbol_name(M::CRATE, M::MODULE);
+        if !module_symbols(&build.bytes).contains(&symbol) {
+            return Err(Error::NotAModule {
+                path: build.path.clone(),
+                module: M::MODULE,
+                symbol,
+            });
+        }
         if let Some(before_load) = &self.before_load {
             before_load(&build.path);
         }
