@@ -52,7 +52,10 @@ pub enum Error {
         source: Arc<libloading::Error>,
     },
 
-    /// The library loads but does not export the module the host expects.
+    /// The library does not export the module the host expects. Checked on
+    /// the bytes before the library is loaded (its dynamic symbol table
+    /// must define the module's header symbol), so another module's build,
+    /// signed or not, runs none of its code; and again after loading.
     #[error("{} does not export hot module `{module}` (symbol `{symbol}` not found); was it built from a crate with `#[hot_module] mod {module}`?", path.display())]
     NotAModule {
         /// The library.

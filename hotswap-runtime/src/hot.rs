@@ -113,8 +113,9 @@ impl Options {
 
     /// Loads libraries whose file or directory is writable by other users
     /// or owned by another user. Off by default: anyone who can write there
-    /// can run code in this process. For development only; logged as a
-    /// warning when opening.
+    /// can run code in this process. The same goes for the libraries a
+    /// build needs and their directories (see [`trust`](crate::trust)). For
+    /// development only; logged as a warning when opening.
     pub fn allow_insecure_files(mut self, allow: bool) -> Self {
         self.trust.check_permissions = !allow;
         self
@@ -122,6 +123,11 @@ impl Options {
 
     /// Loads only builds whose SHA-256 is one of `digests` (in addition to
     /// every other check). Can be given more than once; the sets add up.
+    ///
+    /// A digest pins the module's bytes only, so a pinned build must not
+    /// load anything else from disk: it may have no `DT_RUNPATH` or
+    /// `DT_RPATH`, and every library it needs must already be loaded in the
+    /// process (link it into the host, or preload it).
     pub fn allow_digests(mut self, digests: impl IntoIterator<Item = Sha256Digest>) -> Self {
         self.trust
             .allowed_digests
@@ -134,7 +140,9 @@ impl Options {
     /// ([`trust::signature_path`](crate::trust::signature_path)) that one
     /// of `keys` verifies. Checked before `dlopen`, so an unsigned, changed
     /// or wrongly signed build runs none of its code. Can be given more than
-    /// once; the keys add up.
+    /// once; the keys add up. As with [`Options::allow_digests`], a signed
+    /// build may load nothing else from disk: no `DT_RUNPATH`/`DT_RPATH`,
+    /// and every library it needs already loaded.
     pub fn trust_keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
         self.trust.keys.extend(keys);
         self

@@ -153,7 +153,11 @@
 //! belong to the current user (or root) and only their owner can write them
 //! (unless [`Options::allow_insecure_files`]), its SHA-256 is one of
 //! [`Options::allow_digests`] if given, and its detached signature verifies
-//! with one of [`Options::trust_keys`] if given. These checks and the ELF
+//! with one of [`Options::trust_keys`] if given. The libraries it needs
+//! are checked too: with pinned digests or keys they must be loaded
+//! already, otherwise they must pass the permission checks where the
+//! dynamic loader would find them. Its dynamic symbol table must define the
+//! expected module's header. These checks and the ELF
 //! check run on the bytes read from disk, and exactly those bytes are
 //! written to the private copy that is loaded.
 //!
@@ -186,6 +190,7 @@
 mod abi;
 mod build;
 mod copies;
+mod deps;
 mod error;
 mod events;
 mod export;

@@ -15,15 +15,18 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::abi;
 use crate::copies::CopyDir;
+use crate::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
+use crate::integrity::{check_loadable, module_symbols};
 use crate::loader::{Expected, Library, StatePtr, TornDown};
 use crate::reentry;
 use crate::retire::Retiring;
 use crate::threads::Tracker;
 use crate::module::HotModule;
-use crate::trust::{signature_path, TrustPolicy};
+use crate::trust::{containing_directories, signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
 /// checks need to know about where it came from.
@@ -56,19 +59,7 @@ impl Build {
         let metadata = file.metadata().map_err(failed)?;
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         file.read_to_end(&mut bytes).map_err(failed)?;
-        let mut directories = Vec::with_capacity(2);
-        for of in [path, resolved.as_path()] {
-            let directory = match of.parent() {
-                Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
-                Some(parent) => parent,
-                None => Path::new("/"),
-            };
-            let directory = directory.canonicalize().map_err(failed)?;
-            if directories.iter().all(|(seen, _)| *seen != directory) {
-                let metadata = std::fs::metadata(&directory).map_err(failed)?;
-                directories.push((directory, metadata));
-            }
-        }
+        let directories = containing_directories(path, &resolved).map_err(failed)?;
         Ok(Self {
             path: path.to_owned(),
             digest: twox_hash::XxHash3_128::oneshot(&bytes),
@@ -212,12 +203,30 @@ impl Loading {
         events: &EventHub,
         last_error: &Arc<Mutex<Option<Error>>>,
     ) -> Result<(Version<M>, std::time::Duration), Error> {
-        self.trust
-            .check(build)
+        check_loadable(&build.path, &build.bytes)?;
+        let dynamic = Dynamic::parse(&build.bytes).map_err(|detail| Error::Malformed {
+            path: build.path.clone(),
+            detail: format!("its dynamic section is unreadable: {detail}"),
+        })?;
+        // Held until the copy is loaded: what it needs and is loaded
+        // already stays loaded, and is not looked for on disk after all.
+        let _dependencies = self
+            .trust
+            .check(build, &dynamic)
             .map_err(|problem| Error::Untrusted {
                 path: build.path.clone(),
                 problem,
             })?;
+        // Another module's build (signed or not) is refused before any of
+        // its code runs, not by the header check after dlopen.
+        let symbol = abi::symbol_name(M::CRATE, M::MODULE);
+        if !module_symbols(&build.bytes).contains(&symbol) {
+            return Err(Error::NotAModule {
+                path: build.path.clone(),
+                module: M::MODULE,
+                symbol,
+            });
+        }
         if let Some(before_load) = &self.before_load {
             before_load(&build.path);
         }

@@ -1,5 +1,5 @@
 //! Which builds may be loaded: file ownership and permissions, allowed
-//! digests, and ed25519 signatures.
+//! digests, ed25519 signatures, and the libraries a build needs.
 //!
 //! Loading a library runs its code: its initializers run inside `dlopen`,
 //! before any check of the module header could. So everything here is
@@ -23,6 +23,38 @@
 //!   command line makes keys (`keygen`), signs (`sign`) and checks
 //!   (`verify`); [`SecretKey`] does the same from code.
 //!
+//! - **Dependencies**: `dlopen` loads, and runs the initializers of, every
+//!   library the module needs (`DT_NEEDED`, read from the program headers
+//!   as `ld.so` reads them) that is not in the process yet. With pinned
+//!   digests or keys, a build with a `DT_RUNPATH` or `DT_RPATH`
+//!   ([`TrustProblem::LibrarySearchPath`]) or needing a library not
+//!   already loaded ([`TrustProblem::DependencyNotLoaded`]) is refused:
+//!   link such a library into the host or preload it. "Loaded" means what
+//!   `ld.so` reuses: `dlopen(name, RTLD_NOLOAD)` finds it and its
+//!   `DT_SONAME` (or path) is the needed name; it is held open until the
+//!   module is loaded. Under the default permission checks, a library that
+//!   is not loaded is looked for as `ld.so` would (`DT_RPATH` of the
+//!   requesting libraries and the executable when there is no `DT_RUNPATH`,
+//!   `LD_LIBRARY_PATH` as the process started with it, `DT_RUNPATH`, the
+//!   directories `/etc/ld.so.conf` lists, the system directories, each
+//!   with its `glibc-hwcaps` subdirectories), and every file found there,
+//!   its directory, and what it needs in turn must pass the same
+//!   permission checks ([`TrustProblem::InsecureDependency`],
+//!   [`TrustProblem::DependencyNotFound`]). A `$ORIGIN` entry of the
+//!   module's search path stands for the private copy directory, not the
+//!   build's, so it finds nothing ([`TrustProblem::OriginNotFound`]).
+//!   Not modelled: the ld.so cache file itself (its directories are taken
+//!   from `/etc/ld.so.conf`), the legacy hardware-capability
+//!   subdirectories of glibc before 2.37, `$LIB` and `$PLATFORM` (refused,
+//!   [`TrustProblem::UnknownSearchPath`]), secure-execution mode,
+//!   `dlmopen` namespaces, and a host that calls `dlopen` from a shared
+//!   library rather than its executable.
+//! - **The module**: the build's dynamic symbol table must define the
+//!   header symbol of the module the host expects, or it is refused
+//!   ([`Error::NotAModule`](crate::Error::NotAModule)) before loading: a
+//!   build of another module, even one signed by a trusted key, runs none of
+//!   its code. A signature covers the bytes only.
+//!
 //! What this cannot protect against: a trusted secret key that leaked (its
 //! signatures verify), code already running in the process, and anyone who
 //! can act as the current user (they can write the private copies too).
@@ -37,6 +69,7 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
+use crate::deps::{admit_from_disk, pin_loaded, Dynamic, Pin};
 use crate::swap::Build;
 
 /// What a signature signs: this prefix, then the SHA-256 of the library.
@@ -302,6 +335,72 @@ pub enum TrustProblem {
         /// The signature file.
         signature: PathBuf,
     },
+    /// Digests or keys are pinned, and the build names directories to load
+    /// its dependencies from (`DT_RUNPATH` or `DT_RPATH`): whatever is found
+    /// there would load unchecked.
+    LibrarySearchPath {
+        /// `DT_RUNPATH` or `DT_RPATH`.
+        tag: &'static str,
+        /// The entry.
+        entry: String,
+    },
+    /// Digests or keys are pinned, and the build needs a library
+    /// (`DT_NEEDED`) that is not loaded in the process yet: it would load
+    /// from disk unchecked.
+    DependencyNotLoaded {
+        /// The needed library, as the build names it.
+        library: String,
+    },
+    /// A needed library is not loaded and is found nowhere the dynamic
+    /// loader would look.
+    DependencyNotFound {
+        /// The needed library, as its requester names it.
+        library: String,
+        /// The dependency that needs it; `None` for the module itself.
+        needed_by: Option<PathBuf>,
+    },
+    /// A library the module needs is not loaded and is found nowhere the
+    /// dynamic loader would look, and the module's search path has a
+    /// `$ORIGIN` entry: it cannot help, since `$ORIGIN` is the directory of
+    /// the private copy that is loaded, not of the build.
+    OriginNotFound {
+        /// The needed library.
+        library: String,
+        /// The `$ORIGIN` entry.
+        entry: String,
+    },
+    /// A needed library the dynamic loader would load fails the checks the
+    /// module passes (ownership and permissions).
+    InsecureDependency {
+        /// The needed library, as its requester names it.
+        library: String,
+        /// The dependency that needs it; `None` for the module itself.
+        needed_by: Option<PathBuf>,
+        /// What is wrong with it or its directory.
+        problem: Box<TrustProblem>,
+    },
+    /// A needed library's file cannot be read well enough to check what it
+    /// needs in turn.
+    DependencyUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A search path entry uses a dynamic string token other than
+    /// `$ORIGIN` (`$LIB`, `$PLATFORM`): where it leads is not checked.
+    UnknownSearchPath {
+        /// The entry.
+        entry: String,
+    },
+}
+
+/// " (needed by PATH)" for a dependency of a dependency.
+fn needed_by_text(needed_by: &Option<PathBuf>) -> String {
+    needed_by
+        .as_ref()
+        .map(|path| format!(" (needed by {})", path.display()))
+        .unwrap_or_default()
 }
 
 impl fmt::Display for TrustProblem {
@@ -341,6 +440,58 @@ impl fmt::Display for TrustProblem {
                  after it was signed, or another key signed it",
                 signature.display()
             ),
+            Self::LibrarySearchPath { tag, entry } if crate::deps::names_origin(entry) => write!(
+                f,
+                "its {tag} entry `{entry}` cannot work: `$ORIGIN` would be the runtime's private \
+                 copy directory, not the build's directory, and with pinned digests or keys no \
+                 dependency is loaded from disk; link the dependency into the host or preload it \
+                 (LD_PRELOAD), and build the module without {tag}"
+            ),
+            Self::LibrarySearchPath { tag, entry } => write!(
+                f,
+                "it has a {tag} entry `{entry}`: with pinned digests or keys, dependencies are not \
+                 loaded from disk, where nothing checks them; link the dependency into the host or \
+                 preload it (LD_PRELOAD), and build the module without {tag}"
+            ),
+            Self::DependencyNotLoaded { library } => write!(
+                f,
+                "it needs `{library}`, which is not loaded in this process: with pinned digests or \
+                 keys, dependencies are not loaded from disk, where nothing checks them; link \
+                 `{library}` into the host or preload it (LD_PRELOAD)"
+            ),
+            Self::DependencyNotFound { library, needed_by } => write!(
+                f,
+                "its dependency `{library}`{} is not loaded and is not found where the dynamic \
+                 loader looks (RPATH, LD_LIBRARY_PATH, RUNPATH, /etc/ld.so.conf, system \
+                 directories); install it there or link it into the host",
+                needed_by_text(needed_by)
+            ),
+            Self::OriginNotFound { library, entry } => write!(
+                f,
+                "its dependency `{library}` is not loaded and is not found where the dynamic \
+                 loader looks, and its search path entry `{entry}` cannot help: `$ORIGIN` would \
+                 be the runtime's private copy directory, not the build's directory; put \
+                 `{library}` in a system or absolute RUNPATH directory, or link it into the host"
+            ),
+            Self::InsecureDependency {
+                library,
+                needed_by,
+                problem,
+            } => write!(
+                f,
+                "its dependency `{library}`{} would be loaded unchecked: {problem}",
+                needed_by_text(needed_by)
+            ),
+            Self::DependencyUnreadable { path, detail } => write!(
+                f,
+                "its dependency {} cannot be checked: {detail}",
+                path.display()
+            ),
+            Self::UnknownSearchPath { entry } => write!(
+                f,
+                "the library search path entry `{entry}` uses a token other than `$ORIGIN`, so \
+                 where dependencies would load from is not checked; use absolute directories"
+            ),
         }
     }
 }
@@ -364,8 +515,10 @@ impl Default for TrustPolicy {
 }
 
 impl TrustPolicy {
-    /// Whether this build may be loaded.
-    pub fn check(&self, build: &Build) -> Result<(), TrustProblem> {
+    /// Whether this build may be loaded, with `dynamic` its dynamic
+    /// section. Returns the libraries it needs that are already loaded,
+    /// held until the build is loaded.
+    pub fn check(&self, build: &Build, dynamic: &Dynamic) -> Result<Vec<Pin>, TrustProblem> {
         if self.check_permissions {
             permissions(&build.path, &build.file)?;
             for (directory, metadata) in &build.directories {
@@ -381,13 +534,64 @@ impl TrustPolicy {
         if !self.keys.is_empty() {
             check_signature(&build.path, &build.bytes, &build.signature, &self.keys)?;
         }
-        Ok(())
+        self.check_dependencies(dynamic)
     }
+
+    /// Whether what a build with `dynamic` needs may be loaded with it:
+    /// with pinned digests or keys, only what is already loaded; otherwise,
+    /// unless permission checks are off, what passes them where `ld.so`
+    /// would find it. Returns the needed libraries already loaded, pinned.
+    fn check_dependencies(&self, dynamic: &Dynamic) -> Result<Vec<Pin>, TrustProblem> {
+        if self.allowed_digests.is_some() || !self.keys.is_empty() {
+            // Only the module's bytes are pinned: nothing may come from disk.
+            if let Some((tag, entry)) = dynamic.search_path().next() {
+                return Err(TrustProblem::LibrarySearchPath {
+                    tag,
+                    entry: entry.to_owned(),
+                });
+            }
+            dynamic
+                .needed
+                .iter()
+                .map(|library| {
+                    pin_loaded(library).ok_or_else(|| TrustProblem::DependencyNotLoaded {
+                        library: library.clone(),
+                    })
+                })
+                .collect()
+        } else if self.check_permissions {
+            admit_from_disk(dynamic)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The directory `path` names and, if `resolved` (the file it leads to)
+/// lies elsewhere, that one too, canonical, with their metadata.
+pub(crate) fn containing_directories(
+    path: &Path,
+    resolved: &Path,
+) -> std::io::Result<Vec<(PathBuf, Metadata)>> {
+    let mut directories: Vec<(PathBuf, Metadata)> = Vec::with_capacity(2);
+    for of in [path, resolved] {
+        let directory = match of.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => Path::new("/"),
+        };
+        let directory = directory.canonicalize()?;
+        if directories.iter().all(|(seen, _)| *seen != directory) {
+            let metadata = std::fs::metadata(&directory)?;
+            directories.push((directory, metadata));
+        }
+    }
+    Ok(directories)
 }
 
 /// The file or directory belongs to the current user or root and only its
 /// owner may write it.
-fn permissions(path: &Path, metadata: &Metadata) -> Result<(), TrustProblem> {
+pub(crate) fn permissions(path: &Path, metadata: &Metadata) -> Result<(), TrustProblem> {
     let (user, group) = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
@@ -486,6 +690,51 @@ mod tests {
         let problem = verify_signature(&library, b"build", &[]).unwrap_err();
         assert!(
             matches!(problem, TrustProblem::SignatureInvalid { .. }),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
+    fn pinned_builds_need_only_loaded_libraries_and_no_search_path() {
+        let pinned = TrustPolicy {
+            keys: vec![SecretKey::generate().unwrap().public_key()],
+            ..TrustPolicy::default()
+        };
+        let needs = |needed: &[&str]| Dynamic {
+            needed: needed.iter().map(|name| (*name).to_owned()).collect(),
+            ..Dynamic::default()
+        };
+        // This test binary links libc: loaded, and pinned while admitted.
+        let pins = pinned.check_dependencies(&needs(&["libc.so.6"])).unwrap();
+        assert_eq!(pins.len(), 1);
+        let problem = pinned
+            .check_dependencies(&needs(&["libc.so.6", "libhotswap-nowhere.so.1"]))
+            .unwrap_err();
+        assert!(
+            matches!(&problem, TrustProblem::DependencyNotLoaded { library } if library == "libhotswap-nowhere.so.1"),
+            "{problem:?}"
+        );
+        assert!(problem.to_string().contains("preload it"), "{problem}");
+        let with_rpath = Dynamic {
+            rpath: vec!["/opt/lib".to_owned()],
+            ..needs(&["libc.so.6"])
+        };
+        let problem = pinned.check_dependencies(&with_rpath).unwrap_err();
+        assert!(
+            matches!(&problem, TrustProblem::LibrarySearchPath { tag: "DT_RPATH", entry } if entry == "/opt/lib"),
+            "{problem:?}"
+        );
+        // Without pinning or permission checks, nothing is looked at.
+        let relaxed = TrustPolicy {
+            check_permissions: false,
+            ..TrustPolicy::default()
+        };
+        assert!(relaxed.check_dependencies(&with_rpath).is_ok());
+        let problem = TrustPolicy::default()
+            .check_dependencies(&needs(&["libhotswap-nowhere.so.1"]))
+            .unwrap_err();
+        assert!(
+            matches!(&problem, TrustProblem::DependencyNotFound { needed_by: None, .. }),
             "{problem:?}"
         );
     }

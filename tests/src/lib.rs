@@ -55,7 +55,19 @@ pub enum Fixture {
     /// The `greeter` crate whose `shelf` module lost its `setup` and
     /// `teardown`, and with them its state.
     GreeterShelfWithoutSetup,
+    /// Version 1 whose `version()` returns what the C library
+    /// `libhotswapdep.so` ([`dependency_library`]) returns, 3: it needs that
+    /// library (`DT_NEEDED`) and has a `DT_RUNPATH` of
+    /// [`RUNPATH_PLACEHOLDER`], which [`with_runpath`] replaces.
+    NeedsLibrary,
 }
+
+/// The `DT_RUNPATH` of [`Fixture::NeedsLibrary`] as built: long enough for
+/// [`with_runpath`] to write a temporary directory over it.
+pub const RUNPATH_PLACEHOLDER: &str = "/hotswap-test-runpath-placeholder-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+/// The soname of the C library [`Fixture::NeedsLibrary`] needs.
+pub const DEPENDENCY: &str = "libhotswapdep.so";
 
 /// A fixture that is version 1 with edits: `(find, replace)` pairs.
 struct Edit {
@@ -63,6 +75,8 @@ struct Edit {
     changes: Vec<(&'static str, &'static str)>,
     /// Appended to the manifest.
     manifest: &'static str,
+    /// The crate's `build.rs`, if it has one.
+    build_script: Option<String>,
 }
 
 impl Fixture {
@@ -72,6 +86,7 @@ impl Fixture {
                 name,
                 changes: vec![(find, replace)],
                 manifest: "",
+                build_script: None,
             })
         };
         match self {
@@ -115,6 +130,7 @@ impl Fixture {
                     ("pub fn version() -> u32 {\n        1\n    }", "pub fn version() -> u32 {\n        crate::touch_thread_local()\n    }"),
                 ],
                 manifest: "",
+                build_script: None,
             }),
             Self::EncodeFails => Some(Edit {
                 name: "counter-encode-fails",
@@ -129,11 +145,13 @@ impl Fixture {
                     ),
                 ],
                 manifest: "",
+                build_script: None,
             }),
             Self::PanicAbort => Some(Edit {
                 name: "counter-panic-abort",
                 changes: Vec::new(),
                 manifest: "\n[profile.dev]\npanic = \"abort\"\n",
+                build_script: None,
             }),
             Self::PayloadDropPanics => Some(Edit {
                 name: "counter-payload-drop-panics",
@@ -148,6 +166,7 @@ impl Fixture {
                     ),
                 ],
                 manifest: "",
+                build_script: None,
             }),
             Self::GreeterShelfWithoutSetup => Some(Edit {
                 name: "greeter-shelf-without-setup",
@@ -156,6 +175,7 @@ impl Fixture {
                     "",
                 )],
                 manifest: "",
+                build_script: None,
             }),
             Self::ForgedHeader => Some(Edit {
                 name: "counter-forged-header",
@@ -164,7 +184,23 @@ impl Fixture {
                     ("ModuleDescriptor::stateless(\"counter\"", "ModuleDescriptor::stateless(\"gauge\""),
                 ],
                 manifest: "",
+                build_script: None,
             }),
+            Self::NeedsLibrary => {
+                let linked = dependency_library(&modules_dir().join("dependency"), None);
+                let link_dir = linked.parent().expect("has a parent").display().to_string();
+                Some(Edit {
+                    name: "counter-needs-library",
+                    changes: vec![(
+                        "pub fn version() -> u32 {\n        1\n    }",
+                        "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_dependency() -> u32;\n        }\n        // SAFETY: a C function of libhotswapdep.so without arguments.\n        unsafe { hotswap_test_dependency() }\n    }",
+                    )],
+                    manifest: "",
+                    build_script: Some(format!(
+                        "fn main() {{\n    println!(\"cargo:rustc-link-search=native={link_dir}\");\n    println!(\"cargo:rustc-link-lib=dylib=hotswapdep\");\n    println!(\"cargo:rustc-link-arg=-Wl,--enable-new-dtags,-rpath,{RUNPATH_PLACEHOLDER}\");\n}}\n"
+                    )),
+                })
+            }
             _ => None,
         }
     }
@@ -200,6 +236,52 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+fn modules_dir() -> PathBuf {
+    workspace_root().join("target/hotswap-modules")
+}
+
+/// Builds the C library [`Fixture::NeedsLibrary`] needs into `dir` as
+/// `libhotswapdep.so` (mode 0644): its constructor creates `marker`, if
+/// given. Returns its path.
+pub fn dependency_library(dir: &Path, marker: Option<&Path>) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create dependency dir");
+    let output = dir.join(DEPENDENCY);
+    // Written aside and renamed: a test process may be loading the last one.
+    let building = dir.join(format!("{DEPENDENCY}.{}", std::process::id()));
+    let mut cc = std::process::Command::new("cc");
+    cc.args(["-shared", "-fPIC", "-O1"])
+        .arg(format!("-Wl,-soname,{DEPENDENCY}"))
+        .arg("-o")
+        .arg(&building)
+        .arg(workspace_root().join("tests/fixtures/dependency/dependency.c"));
+    if let Some(marker) = marker {
+        cc.arg(format!("-DMARKER={:?}", marker.display().to_string()));
+    }
+    let status = cc.status().expect("run cc");
+    assert!(status.success(), "cc failed to build {DEPENDENCY}");
+    std::fs::set_permissions(&building, std::fs::Permissions::from_mode(0o644))
+        .expect("set dependency permissions");
+    std::fs::rename(&building, &output).expect("rename dependency");
+    output
+}
+
+/// `bytes` (a build of [`Fixture::NeedsLibrary`]) with its `DT_RUNPATH`
+/// changed to `runpath`, which must not be longer than
+/// [`RUNPATH_PLACEHOLDER`].
+pub fn with_runpath(bytes: &[u8], runpath: &str) -> Vec<u8> {
+    let placeholder = RUNPATH_PLACEHOLDER.as_bytes();
+    assert!(runpath.len() <= placeholder.len(), "runpath too long: {runpath}");
+    let at = bytes
+        .windows(placeholder.len())
+        .position(|window| window == placeholder)
+        .expect("the build has the placeholder runpath");
+    let mut patched = bytes.to_vec();
+    let slot = &mut patched[at..at + placeholder.len()];
+    slot.fill(0);
+    slot[..runpath.len()].copy_from_slice(runpath.as_bytes());
+    patched
+}
+
 /// The built library of `fixture`, built on first use in this process.
 pub fn library(fixture: Fixture) -> PathBuf {
     // Held while building: fixtures share a target dir and a library name.
@@ -212,7 +294,7 @@ pub fn library(fixture: Fixture) -> PathBuf {
         return path.clone();
     }
     let root = workspace_root();
-    let modules = root.join("target/hotswap-modules");
+    let modules = modules_dir();
     if std::env::var_os(CHILD).is_some() {
         // The parent built it before starting this process (see `in_child`).
         return modules.join("fixtures").join(format!("{}.so", fixture.name()));
@@ -272,6 +354,7 @@ pub fn scratch_counter(name: &'static str) -> (PathBuf, PathBuf) {
         name,
         changes: Vec::new(),
         manifest: "",
+        build_script: None,
     };
     let crate_dir = edited_crate(&root.join("tests/fixtures/counter-v1"), &scratch, &edit);
     std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
@@ -335,6 +418,9 @@ fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
     std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
     write_if_changed(&scratch.join("Cargo.toml"), &manifest);
     write_if_changed(&scratch.join("src/lib.rs"), &source);
+    if let Some(build_script) = &edit.build_script {
+        write_if_changed(&scratch.join("build.rs"), build_script);
+    }
     scratch.to_owned()
 }
 

@@ -5,14 +5,17 @@
 
 use std::cell::Cell;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use counter::counter::Hot;
 use hotswap_runtime::trust::{signature_path, SecretKey, Sha256Digest, TrustProblem};
 use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
-use hotswap_tests::{library, Fixture, Stage};
+use hotswap_tests::{
+    dependency_library, library, with_runpath, Fixture, Stage, DEPENDENCY,
+};
 
 fn bytes_of(fixture: Fixture) -> Vec<u8> {
     std::fs::read(library(fixture)).expect("read fixture")
@@ -54,9 +57,27 @@ fn signed_v1(key: &SecretKey, options: Options) -> (Stage, Hot) {
     (stage, hot)
 }
 
+/// Version 1, opened with `options`, its state brought to a known count.
+fn v1_serving(options: Options) -> (Stage, Hot) {
+    let stage = Stage::with(Fixture::V1);
+    let hot = Hot::open_with(stage.path(), options).expect("open version 1");
+    hot.get().increment(7);
+    (stage, hot)
+}
+
 /// What every refusal must leave: version 1 serving, state intact, and
 /// the refused build stopped before loading (no copy, no `dlopen`).
 fn assert_refused_before_loading(hot: &Hot, error: &Error) -> TrustProblem {
+    assert_stopped_before_loading(hot, error);
+    match (error, hot.last_error()) {
+        (Error::Untrusted { problem, .. }, Some(Error::Untrusted { .. })) => problem.clone(),
+        other => panic!("not a trust refusal: {other:?}"),
+    }
+}
+
+/// Version 1 serving with its state, and nothing of the refused build
+/// loaded: it did not get past the checks and no private copy was written.
+fn assert_stopped_before_loading(hot: &Hot, error: &Error) {
     assert_eq!(
         LOADS.with(Cell::get),
         1,
@@ -70,10 +91,6 @@ fn assert_refused_before_loading(hot: &Hot, error: &Error) -> TrustProblem {
         1,
         "only version 1's private copy exists: the refused build was never loaded"
     );
-    match (error, hot.last_error()) {
-        (Error::Untrusted { problem, .. }, Some(Error::Untrusted { .. })) => problem.clone(),
-        other => panic!("not a trust refusal: {other:?}"),
-    }
 }
 
 fn refused(events: &Receiver<SwapEvent>) -> Error {
@@ -401,4 +418,223 @@ fn a_link_into_a_directory_others_can_write_is_refused() {
         matches!(&problem, TrustProblem::WritableByOthers { path, .. } if *path == shared_dir),
         "{problem}"
     );
+}
+
+#[test]
+fn a_signed_build_of_another_module_is_refused_before_loading() {
+    let key = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, manual());
+    // Signed by the trusted key, but it is `greeter`, not `counter`.
+    stage.put(Fixture::Greeter);
+    sign(&stage, &key);
+    let error = hot.reload().expect_err("greeter is not counter");
+    assert_stopped_before_loading(&hot, &error);
+    assert!(
+        matches!(&error, Error::NotAModule { module: "counter", symbol, .. } if symbol == "__hotswap_module__counter__counter"),
+        "{error:?}"
+    );
+    assert!(
+        matches!(hot.last_error(), Some(Error::NotAModule { .. })),
+        "{:?}",
+        hot.last_error()
+    );
+}
+
+/// Tests that load `libhotswapdep.so` run one at a time: once it is in the
+/// process, it counts as loaded for every other test.
+static DEPENDENCY_TESTS: Mutex<()> = Mutex::new(());
+
+/// A build of [`Fixture::NeedsLibrary`] whose `DT_RUNPATH` is a fresh
+/// directory holding `libhotswapdep.so`, whose constructor would create
+/// `marker`.
+struct NeedsLibrary {
+    dir: tempfile::TempDir,
+    marker: PathBuf,
+    build: Vec<u8>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl NeedsLibrary {
+    fn new() -> Self {
+        let serial = DEPENDENCY_TESTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            !maps.contains(DEPENDENCY),
+            "{DEPENDENCY} is still loaded from an earlier test"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("constructor-ran");
+        dependency_library(dir.path(), Some(&marker));
+        let build = with_runpath(
+            &bytes_of(Fixture::NeedsLibrary),
+            &dir.path().display().to_string(),
+        );
+        Self {
+            dir,
+            marker,
+            build,
+            _serial: serial,
+        }
+    }
+
+    fn library(&self) -> PathBuf {
+        self.dir.path().join(DEPENDENCY)
+    }
+
+    fn assert_never_loaded(&self) {
+        assert!(
+            !self.marker.exists(),
+            "the dependency's constructor ran: it was loaded"
+        );
+    }
+}
+
+#[test]
+fn with_pinned_keys_a_build_with_a_runpath_is_refused() {
+    let needs = NeedsLibrary::new();
+    let key = SecretKey::generate().unwrap();
+    let (stage, hot) = signed_v1(&key, manual());
+    // Signed, and its dependency is safe where its RUNPATH says: still
+    // refused, since nothing pins the dependency's bytes.
+    stage.put_bytes(&needs.build);
+    sign(&stage, &key);
+    let error = hot.reload().expect_err("a RUNPATH under pinned keys");
+    let problem = assert_refused_before_loading(&hot, &error);
+    let dir = needs.dir.path().display().to_string();
+    assert!(
+        matches!(&problem, TrustProblem::LibrarySearchPath { tag: "DT_RUNPATH", entry } if *entry == dir),
+        "{problem:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("link the dependency into the host or preload it"),
+        "{error}"
+    );
+    needs.assert_never_loaded();
+
+    // A `$ORIGIN` entry says why it cannot work either way.
+    stage.put_bytes(&with_runpath(&bytes_of(Fixture::NeedsLibrary), "$ORIGIN"));
+    sign(&stage, &key);
+    let error = hot.reload().expect_err("a $ORIGIN RUNPATH");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::LibrarySearchPath { entry, .. } if entry == "$ORIGIN"),
+        "{problem:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("`$ORIGIN` would be the runtime's private copy directory"),
+        "{error}"
+    );
+}
+
+#[test]
+fn with_pinned_digests_a_build_with_a_runpath_is_refused() {
+    let needs = NeedsLibrary::new();
+    let allowed = [
+        Sha256Digest::of(&bytes_of(Fixture::V1)),
+        Sha256Digest::of(&needs.build),
+    ];
+    let (stage, hot) = v1_serving(manual().allow_digests(allowed));
+    stage.put_bytes(&needs.build);
+    let error = hot.reload().expect_err("a RUNPATH under pinned digests");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::LibrarySearchPath { tag: "DT_RUNPATH", .. }),
+        "{problem:?}"
+    );
+    needs.assert_never_loaded();
+}
+
+#[test]
+fn a_dependency_others_can_write_is_refused_unless_allowed() {
+    let needs = NeedsLibrary::new();
+    let (stage, hot) = v1_serving(manual());
+    std::fs::set_permissions(needs.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(needs.library(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    stage.put_bytes(&needs.build);
+    let error = hot.reload().expect_err("world-writable dependency");
+    let problem = assert_refused_before_loading(&hot, &error);
+    let TrustProblem::InsecureDependency {
+        library,
+        needed_by: None,
+        problem,
+    } = &problem
+    else {
+        panic!("{problem:?}");
+    };
+    assert_eq!(library, DEPENDENCY);
+    assert!(
+        matches!(&**problem, TrustProblem::WritableByOthers { path, mode } if *path == needs.library() && mode & 0o777 == 0o666),
+        "{problem:?}"
+    );
+    assert!(
+        error.to_string().contains(&format!(
+            "its dependency `{DEPENDENCY}` would be loaded unchecked: {}",
+            needs.library().display()
+        )),
+        "{error}"
+    );
+    needs.assert_never_loaded();
+
+    // The file is fixed, its directory is not.
+    std::fs::set_permissions(needs.library(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = hot.reload().expect_err("world-writable dependency directory");
+    let problem = assert_refused_before_loading(&hot, &error);
+    let dir = needs.dir.path().canonicalize().unwrap();
+    assert!(
+        matches!(&problem, TrustProblem::InsecureDependency { problem, .. } if matches!(&**problem, TrustProblem::WritableByOthers { path, .. } if *path == dir)),
+        "{problem:?}"
+    );
+    needs.assert_never_loaded();
+
+    // The development switch lets it through, as it does the module.
+    let relaxed = Hot::open_with(stage.path(), manual().allow_insecure_files(true))
+        .expect("allowed for development");
+    assert_eq!(relaxed.get().version(), 3, "served by the dependency");
+    assert!(needs.marker.exists(), "the dependency was loaded");
+}
+
+#[test]
+fn a_dependency_found_with_safe_permissions_is_loaded() {
+    let needs = NeedsLibrary::new();
+    let (stage, hot) = v1_serving(manual());
+    stage.put_bytes(&needs.build);
+    hot.reload().expect("the dependency is private to its owner");
+    assert_eq!((hot.get().version(), hot.get().count()), (3, 7));
+    assert!(needs.marker.exists(), "loaded from the RUNPATH checked");
+}
+
+#[test]
+fn a_dependency_found_nowhere_is_refused_and_origin_is_explained() {
+    let needs = NeedsLibrary::new();
+    let (stage, hot) = v1_serving(manual());
+    std::fs::remove_file(needs.library()).unwrap();
+    stage.put_bytes(&needs.build);
+    let error = hot.reload().expect_err("no dependency anywhere");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::DependencyNotFound { library, needed_by: None } if library == DEPENDENCY),
+        "{problem:?}"
+    );
+
+    // Beside the build, with a `$ORIGIN` RUNPATH: the build's directory is
+    // not where the copy is loaded from, and the error says so.
+    dependency_library(stage.dir(), Some(&needs.marker));
+    stage.put_bytes(&with_runpath(&bytes_of(Fixture::NeedsLibrary), "$ORIGIN"));
+    let error = hot.reload().expect_err("$ORIGIN is the private copy directory");
+    let problem = assert_refused_before_loading(&hot, &error);
+    assert!(
+        matches!(&problem, TrustProblem::OriginNotFound { library, entry } if library == DEPENDENCY && entry == "$ORIGIN"),
+        "{problem:?}"
+    );
+    assert!(
+        error.to_string().contains("private copy directory, not the build's directory"),
+        "{error}"
+    );
+    needs.assert_never_loaded();
 }
