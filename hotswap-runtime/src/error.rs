@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The library file could not be read or copied.
+    /// The library file could not be read.
     #[error("cannot read module library {}: {source}", path.display())]
     Read {
         /// The file that was asked for.
@@ -40,6 +40,18 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         problem: crate::trust::TrustProblem,
+    },
+
+    /// The build's bytes could not be loaded as they were checked: the
+    /// sealed in-memory file they are loaded from could not be made (out of
+    /// memory, or of file descriptors), or the dynamic loader handed back
+    /// another library than the one in that file.
+    #[error("cannot load {} from memory: {source}", path.display())]
+    Image {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What went wrong.
+        source: Arc<std::io::Error>,
     },
 
     /// The dynamic loader refused the library (unresolved symbols, missing

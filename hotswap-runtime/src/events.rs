@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::residency::FileId;
 
 /// Something that happened to a module's versions.
 #[derive(Clone, Debug)]
@@ -52,7 +53,7 @@ pub enum SwapEvent {
         /// Why.
         error: Error,
     },
-    /// A retired version left the address space and its copy was deleted.
+    /// A retired version left the address space.
     Unloaded {
         /// The module.
         module: &'static str,
@@ -61,14 +62,16 @@ pub enum SwapEvent {
     },
     /// A retired version was closed but is still mapped (on glibc, a library
     /// that registered a thread-local destructor stays until that thread
-    /// exits). Its copy was deleted; the mapping keeps the file's contents.
+    /// exits). Its in-memory file stays open for as long as the process
+    /// runs, so that no later version can be mistaken for it.
     StayedResident {
         /// The module.
         module: &'static str,
         /// The version's generation.
         generation: u64,
-        /// The private copy that is still mapped.
-        copy: PathBuf,
+        /// The in-memory file it was loaded from, which is still mapped
+        /// (see [`residency::is_mapped`](crate::residency::is_mapped)).
+        image: FileId,
     },
 }
 
@@ -76,7 +79,7 @@ pub enum SwapEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwapTimings {
     /// Reading the new build, checking it is a complete library, writing
-    /// the private copy and `dlopen`ing it.
+    /// it to a sealed in-memory file and `dlopen`ing that.
     pub load: Duration,
     /// Checking the header and every function's layout.
     pub check: Duration,

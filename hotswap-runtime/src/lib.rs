@@ -69,9 +69,12 @@
 //!    is taken once its writer has finished and its content hash differs from the
 //!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
 //!    (default), the next [`Hot::get`] does, or only [`Hot::reload`].
-//! 1. The library is copied to a private directory under a unique name
-//!    (`dlopen` caches by path and inode) and loaded with
-//!    `RTLD_NOW | RTLD_LOCAL`.
+//! 1. The library is read once and checked ([`trust`], ELF), and those
+//!    bytes are written to a new in-memory file (`memfd_create`), sealed
+//!    against any change, and loaded from `/proc/self/fd/N` with
+//!    `RTLD_NOW | RTLD_LOCAL`: a new inode under a new name each time
+//!    (`dlopen` caches by both), nothing written to disk, nothing left
+//!    behind by any exit, and nothing anyone else can write.
 //! 2. Its header is checked: magic, module header version, `abi_stable`
 //!    version, handoff format, and for every function the host calls, that it
 //!    exists, that it needs no more access to the state than the host grants,
@@ -82,9 +85,10 @@
 //!    its value is encoded (MessagePack with field names, see below) into a
 //!    host-owned buffer, and the new `setup` decodes it. If that fails the old
 //!    `setup` takes the same bytes back and the old version keeps serving.
-//! 4. The old version is unloaded, and its copy deleted, when the last guard
-//!    pinning it drops. Whether it really left the address space is checked
-//!    and reported ([`SwapEvent::StayedResident`]).
+//! 4. The old version is unloaded when the last guard pinning it drops.
+//!    Whether it really left the address space is checked, by the device
+//!    and inode of its in-memory file ([`residency`]), and reported
+//!    ([`SwapEvent::StayedResident`]).
 //!
 //! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
 //! and a `tracing` record.
@@ -150,7 +154,7 @@
 //! [`Options::allow_digests`] if given, and its detached signature verifies
 //! with one of [`Options::trust_keys`] if given. These checks and the ELF
 //! check run on the bytes read from disk, and exactly those bytes are
-//! written to the private copy that is loaded.
+//! loaded, from a sealed in-memory file.
 //!
 //! After loading, before anything is called: the module header, the
 //! `abi_stable` version, the handoff format, and every function the host
@@ -180,7 +184,6 @@
 
 mod abi;
 mod build;
-mod copies;
 mod error;
 mod events;
 mod export;

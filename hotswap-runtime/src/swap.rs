@@ -15,11 +15,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::loader::{Expected, Library, StatePtr};
 use crate::module::HotModule;
+use crate::residency::FileId;
 use crate::trust::{signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
@@ -115,14 +115,14 @@ impl<M: HotModule> Drop for Version<M> {
         let Some(library) = self.library.take() else {
             return;
         };
-        let copy = library.copy().to_owned();
+        let image = library.image();
         let (module, generation) = (M::MODULE, self.generation);
         if library.close() {
-            tracing::warn!(module, generation, copy = %copy.display(), "retired version stayed resident after dlclose");
+            tracing::warn!(module, generation, %image, "retired version stayed resident after dlclose; its in-memory file stays open");
             self.events.emit(SwapEvent::StayedResident {
                 module,
                 generation,
-                copy,
+                image,
             });
         } else {
             tracing::debug!(module, generation, "retired version unloaded");
@@ -173,36 +173,22 @@ pub(crate) struct Shared<M: HotModule> {
     /// A detected build waiting for the next `get()` (`SwapMode::OnGet`).
     pending: Mutex<Option<Build>>,
     pub has_pending: AtomicBool,
-    // Last: its directory is removed after every version (and its copy) is
-    // gone.
     loading: Loading,
 }
 
-/// Runs after a build passed the trust checks and before its private copy
-/// is loaded (tests use it to replace the original file at that moment).
+/// Runs after a build passed the trust checks and before it is loaded
+/// (tests use it to replace the original file at that moment).
 pub(crate) type BeforeLoad = Arc<dyn Fn(&Path) + Send + Sync>;
 
-/// How builds become versions: what they must satisfy, and where their
-/// private copies go.
+/// How builds become versions: what they must satisfy.
 pub(crate) struct Loading {
     pub trust: TrustPolicy,
     pub before_load: Option<BeforeLoad>,
-    loads: AtomicU64,
-    copies: CopyDir,
 }
 
 impl Loading {
-    pub fn new(trust: TrustPolicy, before_load: Option<BeforeLoad>, copies: CopyDir) -> Self {
-        Self {
-            trust,
-            before_load,
-            loads: AtomicU64::new(0),
-            copies,
-        }
-    }
-
-    /// Checks a build, then loads and checks its private copy; returns the
-    /// version and the time spent checking the loaded library.
+    /// Checks a build, then loads it from memory and checks the library;
+    /// returns the version and the time spent checking the loaded library.
     fn load<M: HotModule>(
         &self,
         build: &Build,
@@ -218,18 +204,10 @@ impl Loading {
         if let Some(before_load) = &self.before_load {
             before_load(&build.path);
         }
-        let file_name = build
-            .path
-            .file_name()
-            .map_or_else(|| "module".into(), |name| name.to_string_lossy());
-        let copy = self.copies.path().join(format!(
-            "{}.{file_name}",
-            self.loads.fetch_add(1, Ordering::Relaxed)
-        ));
-        // The copy is written from the bytes just checked: what happens to
-        // the original path from here on changes nothing.
+        // What is loaded are the bytes just checked: what happens to the
+        // original path from here on changes nothing.
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
-        let (library, resolved, check) = Library::open(&build.path, &build.bytes, copy, &expected)?;
+        let (library, resolved, check) = Library::open(&build.path, &build.bytes, &expected)?;
         let version = Version {
             table: M::table(&resolved),
             generation,
@@ -282,8 +260,9 @@ impl<M: HotModule> Shared<M> {
         lock(&self.last_error).clone()
     }
 
-    pub fn copy_dir(&self) -> &Path {
-        self.loading.copies.path()
+    /// The in-memory file the serving version was loaded from.
+    pub fn serving_image(&self) -> FileId {
+        self.current.load().library().image()
     }
 
     /// The digest of the build that is serving.

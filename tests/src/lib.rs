@@ -330,3 +330,33 @@ impl Stage {
         std::fs::remove_file(self.path()).expect("remove staged library");
     }
 }
+
+/// The bytes a module version was loaded from: its in-memory file, found
+/// among this process's open descriptors by device and inode (the runtime
+/// keeps it open while the version is loaded).
+pub fn image_bytes(image: hotswap_runtime::residency::FileId) -> Vec<u8> {
+    let descriptor = open_descriptors()
+        .into_iter()
+        .find(|path| hotswap_runtime::residency::FileId::of_path(path).ok() == Some(image))
+        .unwrap_or_else(|| panic!("no open descriptor of the in-memory file {image}"));
+    std::fs::read(&descriptor).expect("read the in-memory file")
+}
+
+/// How many descriptors of this process are module images (in-memory
+/// files named `hotswap:…`).
+pub fn open_module_images() -> usize {
+    open_descriptors()
+        .into_iter()
+        .filter(|path| {
+            std::fs::read_link(path)
+                .is_ok_and(|target| target.to_string_lossy().starts_with("/memfd:hotswap:"))
+        })
+        .count()
+}
+
+fn open_descriptors() -> Vec<PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect()
+}

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use counter::counter::Hot;
+use hotswap_runtime::residency::{self, FileId};
 use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
-use hotswap_tests::{library, stripped_library, Fixture, Stage};
+use hotswap_tests::{image_bytes, library, stripped_library, Fixture, Stage};
 
 /// Generous: these tests check that things happen, not how fast (the
 /// benchmarks measure that).
@@ -332,6 +333,25 @@ fn a_panicking_teardown_is_reported_and_the_old_version_keeps_serving() {
     assert_eq!(hot.get().increment(1), 1);
 }
 
+/// The unload report of generation `generation`: `Some(image)` if it
+/// stayed resident, `None` if it left the address space.
+fn unload_report(events: &Receiver<SwapEvent>, generation: u64) -> Option<FileId> {
+    loop {
+        match next_event(events, "a retired version's unload report") {
+            SwapEvent::StayedResident {
+                generation: reported,
+                image,
+                ..
+            } if reported == generation => return Some(image),
+            SwapEvent::Unloaded {
+                generation: reported,
+                ..
+            } if reported == generation => return None,
+            _ => continue,
+        }
+    }
+}
+
 #[test]
 fn a_version_that_stays_mapped_is_reported_not_hidden() {
     let stage = Stage::with(Fixture::ThreadLocalDestructor);
@@ -339,25 +359,55 @@ fn a_version_that_stays_mapped_is_reported_not_hidden() {
     let events = hot.subscribe();
     // This thread now holds a thread-local (with a destructor) of the library.
     assert_eq!(hot.get().version(), 1);
+    let loaded = hot.serving_image();
     stage.put(Fixture::V2);
     hot.reload().unwrap();
-    let copy = loop {
-        match next_event(&events, "the retired version's unload report") {
-            SwapEvent::StayedResident {
-                generation: 0,
-                copy,
-                ..
-            } => break copy,
-            SwapEvent::Unloaded { generation: 0, .. } => {
-                panic!("reported unloaded, but its thread-local destructor is pending")
-            }
-            _ => continue,
-        }
-    };
+    let image = unload_report(&events, 0)
+        .expect("reported unloaded, but its thread-local destructor is pending");
+    assert_eq!(image, loaded);
     assert!(
-        hotswap_runtime::residency::is_mapped(&copy),
+        residency::is_mapped(image),
         "the report matches the address space"
     );
-    assert!(!copy.exists(), "its copy is deleted all the same");
+    // Its in-memory file stays open, so that no later load can get its
+    // `/proc/self/fd/N` name, which glibc still knows it by.
+    assert_eq!(
+        image_bytes(image),
+        std::fs::read(library(Fixture::ThreadLocalDestructor)).unwrap()
+    );
     assert_eq!(hot.get().version(), 2);
+}
+
+#[test]
+fn residency_is_told_right_when_the_library_is_reached_through_a_symlinked_directory() {
+    let stage = Stage::with(Fixture::ThreadLocalDestructor);
+    let links = tempfile::tempdir().unwrap();
+    let linked = links.path().join("builds");
+    std::os::unix::fs::symlink(stage.dir(), &linked).unwrap();
+    let hot = Hot::open_with(
+        linked.join("libcounter.so"),
+        Options::new().swap_mode(SwapMode::Manual),
+    )
+    .expect("open through the link");
+    let events = hot.subscribe();
+    assert_eq!(hot.get().version(), 1); // registers the thread-local destructor
+
+    // Resident: reported so, and really mapped.
+    stage.put(Fixture::V2);
+    hot.reload().unwrap();
+    let resident = unload_report(&events, 0).expect("generation 0 stays resident");
+    assert!(residency::is_mapped(resident));
+
+    // Unloaded: reported so, and really gone.
+    let v2 = hot.serving_image();
+    assert!(residency::is_mapped(v2));
+    stage.put(Fixture::V1);
+    hot.reload().unwrap();
+    assert_eq!(unload_report(&events, 1), None, "generation 1 leaves");
+    assert!(!residency::is_mapped(v2));
+    assert!(
+        residency::is_mapped(resident),
+        "generation 0 is still there"
+    );
+    assert_eq!((hot.get().version(), hot.generation()), (1, 2));
 }
