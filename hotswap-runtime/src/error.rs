@@ -186,6 +186,26 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the same build may load if tried again, without changing
+    /// it: the file could not be read ([`Error::Read`]), its in-memory
+    /// image could not be made ([`Error::Image`]), or the dynamic loader
+    /// refused it ([`Error::Load`]: a library it needs, or a symbol it
+    /// uses, may appear later). A build refused for what it is (its
+    /// header, its functions, its trust, its `setup`) is refused again
+    /// until it changes.
+    ///
+    /// In [`SwapMode::Background`](crate::SwapMode::Background), a build
+    /// that failed this way is tried again with a growing delay
+    /// ([`SwapEvent::Retrying`](crate::SwapEvent::Retrying)).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Read { .. } | Self::Image { .. } | Self::Load { .. }
+        )
+    }
+}
+
 /// `libloading` says "dlopen failed" and keeps the loader's reason as the
 /// error's source: show both.
 fn with_causes(error: &dyn std::error::Error) -> String {

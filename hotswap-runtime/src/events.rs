@@ -24,13 +24,33 @@ pub enum SwapEvent {
         timings: SwapTimings,
     },
     /// A build was refused; the previous version keeps serving. Reported
-    /// once per refused build (by content, signature and permissions), not
-    /// on every retry.
+    /// once per refused build (by content, signature and permissions): the
+    /// watcher tries it again only once one of those changes.
     Refused {
         /// The module.
         module: &'static str,
         /// Why.
         error: Error,
+    },
+    /// The watcher could not swap a build in for a reason that may pass
+    /// ([`Error::is_transient`]: reading it, making its in-memory image or
+    /// `dlopen` failed); the previous version keeps serving, and the same
+    /// build is tried again after `retry_in`, unless a new one lands first.
+    /// The delay doubles with each failed attempt, up to a few seconds.
+    /// Reported for every failed attempt ([`SwapMode::Background`] only;
+    /// [`Hot::reload`] returns the error instead).
+    ///
+    /// [`SwapMode::Background`]: crate::SwapMode::Background
+    /// [`Hot::reload`]: crate::Hot::reload
+    Retrying {
+        /// The module.
+        module: &'static str,
+        /// Why the attempt failed.
+        error: Error,
+        /// Which attempt failed: 1 for the first.
+        attempt: u32,
+        /// When the next attempt is made.
+        retry_in: Duration,
     },
     /// Rebuild on save ran `cargo build` successfully; the built library is
     /// swapped in next (watch for `Swapped` or `Refused`).

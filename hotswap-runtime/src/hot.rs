@@ -21,7 +21,10 @@ use crate::watch::{self, WatchThread};
 #[non_exhaustive]
 pub enum SwapMode {
     /// A background thread watches the library file and swaps each new build
-    /// in as soon as its writer has finished. Callers never do swap work.
+    /// in as soon as its writer has finished. Callers never do swap work. A
+    /// build that fails for a reason that may pass
+    /// ([`Error::is_transient`]) is tried again with a growing delay
+    /// ([`SwapEvent::Retrying`]).
     #[default]
     Background,
     /// The background thread detects and reads new builds; the first `get()`

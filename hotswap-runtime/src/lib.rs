@@ -68,7 +68,10 @@
 //! 0. [`Hot::open`] starts a watcher on the library's directory. A new build
 //!    is taken once its writer has finished and its content hash differs from the
 //!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
-//!    (default), the next [`Hot::get`] does, or only [`Hot::reload`].
+//!    (default), the next [`Hot::get`] does, or only [`Hot::reload`]. A
+//!    build the watcher could not load for a reason that may pass (reading
+//!    it or `dlopen` failed: [`Error::is_transient`]) is tried again with a
+//!    growing delay and reported each time ([`SwapEvent::Retrying`]).
 //! 1. The library is read once and checked ([`trust`], ELF), and those
 //!    bytes are written to a new in-memory file (`memfd_create`), sealed
 //!    against any change, and loaded from `/proc/self/fd/N` with

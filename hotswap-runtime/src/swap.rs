@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 // compare-and-swap each way, without std's poisoning bookkeeping (module
 // panics are caught at the boundary, so poisoning would carry nothing).
 use parking_lot::RwLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -156,8 +156,19 @@ pub(crate) struct StateSlot<M: HotModule> {
 struct SwapRecord {
     /// The digest of the serving build.
     serving: u128,
-    /// [`Build::identity`] of the last build refused.
+    /// [`Build::identity`] of the last build refused for what it is (not
+    /// for a reason that may pass, [`Error::is_transient`]).
     refused: Option<u128>,
+}
+
+/// The watcher's plan for a build that fails for a reason that may pass:
+/// reported as [`SwapEvent::Retrying`] with these.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryPlan {
+    /// Which attempt this is: 1 for the first.
+    pub attempt: u32,
+    /// How long until the next one, should this one fail.
+    pub retry_in: Duration,
 }
 
 /// Everything a `Hot` and its watcher share.
@@ -293,17 +304,29 @@ impl<M: HotModule> Shared<M> {
     /// Swaps in `build`, or the file now at `source` when `None`. Records
     /// and reports the outcome.
     pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
-        self.swap_unless_known(build, false)
+        self.swap_unless_known(build, false, None)
     }
 
     /// Swaps in `build` unless it is what already serves or was refused
     /// already: a build that both the rebuilder and the file watcher saw is
     /// swapped in, or reported, once.
     pub fn swap_if_new(&self, build: Build) -> Result<(), Error> {
-        self.swap_unless_known(Some(build), true)
+        self.swap_unless_known(Some(build), true, None)
     }
 
-    fn swap_unless_known(&self, build: Option<Build>, skip_known: bool) -> Result<(), Error> {
+    /// [`Shared::swap_if_new`] for the watcher, which tries a build that
+    /// failed for a reason that may pass again as `retry` says: such a
+    /// failure is reported as [`SwapEvent::Retrying`], not as a refusal.
+    pub fn swap_or_retry(&self, build: Build, retry: RetryPlan) -> Result<(), Error> {
+        self.swap_unless_known(Some(build), true, Some(retry))
+    }
+
+    fn swap_unless_known(
+        &self,
+        build: Option<Build>,
+        skip_known: bool,
+        retry: Option<RetryPlan>,
+    ) -> Result<(), Error> {
         let mut record = lock(&self.swapping);
         let build = build.map_or_else(|| Build::read(&self.source), Ok);
         if let (true, Ok(build)) = (skip_known, &build) {
@@ -322,7 +345,10 @@ impl<M: HotModule> Shared<M> {
                 Ok(swapped)
             }
             Err(error) => {
-                record.refused = Some(build.identity());
+                // A build that may load when tried again is not known bad.
+                if !error.is_transient() {
+                    record.refused = Some(build.identity());
+                }
                 Err(error)
             }
         });
@@ -334,6 +360,10 @@ impl<M: HotModule> Shared<M> {
                 Ok(())
             }
             Err(error) => {
+                if let Some(retry) = retry.filter(|_| error.is_transient()) {
+                    self.report_retry(&error, retry);
+                    return Err(error);
+                }
                 tracing::warn!(module = M::MODULE, %error, "swap refused; the serving version keeps serving");
                 self.record_error(
                     &error,
@@ -345,6 +375,28 @@ impl<M: HotModule> Shared<M> {
                 Err(error)
             }
         }
+    }
+
+    /// Reports a failure that may pass, which the watcher will retry as
+    /// `retry` says.
+    pub fn report_retry(&self, error: &Error, retry: RetryPlan) {
+        let RetryPlan { attempt, retry_in } = retry;
+        tracing::warn!(
+            module = M::MODULE,
+            %error,
+            attempt,
+            ?retry_in,
+            "swap failed for a reason that may pass; the serving version keeps serving and the same build is tried again in {retry_in:?}"
+        );
+        self.record_error(
+            error,
+            SwapEvent::Retrying {
+                module: M::MODULE,
+                error: error.clone(),
+                attempt,
+                retry_in,
+            },
+        );
     }
 
     /// Makes `error` the one [`Hot::last_error`](crate::Hot::last_error)

@@ -33,6 +33,13 @@ pub enum Fixture {
     SetupFails,
     /// Version 1 calling a symbol nothing defines: `dlopen` refuses it.
     Unresolved,
+    /// Version 1 whose `version()` returns what `hotswap_test_late_symbol`
+    /// returns, a symbol it does not define: `dlopen` refuses it until
+    /// [`Fixture::LateSymbolProvider`] is loaded into the global scope.
+    NeedsLateSymbol,
+    /// Not a module: a plain library defining `hotswap_test_late_symbol`
+    /// (returning 3).
+    LateSymbolProvider,
     /// Version 1 whose `teardown` panics.
     TeardownPanics,
     /// Version 1 whose `version()` uses a thread-local with a destructor (in
@@ -88,6 +95,11 @@ impl Fixture {
                 "pub fn version() -> u32 {\n        1\n    }",
                 "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_symbol_that_nothing_defines() -> u32;\n        }\n        // SAFETY: never runs: dlopen refuses the library first.\n        unsafe { hotswap_test_symbol_that_nothing_defines() }\n    }",
             ),
+            Self::NeedsLateSymbol => edit(
+                "counter-late-symbol",
+                "pub fn version() -> u32 {\n        1\n    }",
+                "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_late_symbol() -> u32;\n        }\n        // SAFETY: a plain `extern \"C\" fn() -> u32`; dlopen refuses the\n        // library until something defines it.\n        unsafe { hotswap_test_late_symbol() }\n    }",
+            ),
             Self::TeardownPanics => edit(
                 "counter-teardown-panics",
                 "pub fn teardown(state: State) -> State {\n        if !state",
@@ -119,6 +131,7 @@ impl Fixture {
             Self::V2 => "counter-v2",
             Self::BadAbi | Self::ForgedHeader => "counter-bad-abi",
             Self::Greeter => "greeter",
+            Self::LateSymbolProvider => "late-symbol",
             _ => "counter-v1",
         }
     }
@@ -160,7 +173,7 @@ pub fn library(fixture: Fixture) -> PathBuf {
         std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock"))
             .expect("copy Cargo.lock");
     }
-    if fixture != Fixture::Greeter {
+    if !matches!(fixture, Fixture::Greeter | Fixture::LateSymbolProvider) {
         clean_counter(&crate_dir, &modules);
     }
     let output = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)

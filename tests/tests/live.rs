@@ -185,6 +185,84 @@ fn a_refused_build_is_reported_once_and_the_next_good_one_is_taken() {
 }
 
 #[test]
+fn a_build_the_loader_refuses_for_now_is_retried_until_it_loads() {
+    let provider = library(Fixture::LateSymbolProvider);
+    library(Fixture::NeedsLateSymbol);
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(6);
+    stage.put(Fixture::NeedsLateSymbol);
+    let staged = std::fs::read(stage.path()).unwrap();
+
+    // dlopen refuses it (a symbol it needs is missing): every attempt is
+    // reported, with the next one sooner or later, and version 1 serves
+    // on with its state meanwhile.
+    let mut delays = Vec::new();
+    while delays.len() < 3 {
+        match next_event(&events, "a failed attempt") {
+            SwapEvent::Retrying {
+                error,
+                attempt,
+                retry_in,
+                ..
+            } => {
+                assert!(matches!(error, Error::Load { .. }), "{error:?}");
+                assert!(
+                    error.to_string().contains("hotswap_test_late_symbol"),
+                    "{error}"
+                );
+                assert_eq!(attempt as usize, delays.len() + 1);
+                delays.push(retry_in);
+                assert!(matches!(hot.last_error(), Some(Error::Load { .. })));
+                assert_eq!((hot.get().version(), hot.generation()), (1, 0));
+                hot.get().increment(1);
+            }
+            event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. }) => {
+                panic!("expected a retry, got {event:?}")
+            }
+            _ => continue,
+        }
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(delays, [ms(100), ms(200), ms(400)], "backing off");
+    assert_eq!(hot.get().count(), 9);
+
+    // The symbol appears in the global scope, as a library loaded late
+    // would make it: the same build now loads, unchanged.
+    // SAFETY: a plain library without initializers, defining one
+    // `extern "C" fn() -> u32`; it stays loaded for the rest of the test
+    // process, as the module that is about to bind to it needs.
+    let global = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&provider),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+        )
+    }
+    .expect("load the library defining the symbol");
+    std::mem::forget(global);
+    loop {
+        match next_event(&events, "the swap once the symbol is there") {
+            SwapEvent::Swapped { from: 0, to: 1, .. } => break,
+            // An attempt that raced with the load above.
+            SwapEvent::Retrying { .. } | SwapEvent::Unloaded { .. } => continue,
+            other => panic!("expected the swap, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        (hot.get().version(), hot.get().count()),
+        (3, 9),
+        "the new build, bound to the symbol, has the state"
+    );
+    assert!(hot.last_error().is_none());
+    assert_eq!(
+        std::fs::read(stage.path()).unwrap(),
+        staged,
+        "the same bytes"
+    );
+}
+
+#[test]
 fn on_get_mode_swaps_in_the_get_that_sees_the_change() {
     let stage = Stage::with(Fixture::V1);
     let hot = open(&stage, SwapMode::OnGet);
