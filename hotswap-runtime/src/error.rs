@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The library file could not be read or copied.
+    /// The library file could not be read.
     #[error("cannot read module library {}: {source}", path.display())]
     Read {
         /// The file that was asked for.
@@ -40,6 +40,18 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         problem: crate::trust::TrustProblem,
+    },
+
+    /// The build's bytes could not be loaded as they were checked: the
+    /// sealed in-memory file they are loaded from could not be made (out of
+    /// memory, or of file descriptors), or the dynamic loader handed back
+    /// another library than the one in that file.
+    #[error("cannot load {} from memory: {source}", path.display())]
+    Image {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What went wrong.
+        source: Arc<std::io::Error>,
     },
 
     /// The dynamic loader refused the library (unresolved symbols, missing
@@ -217,6 +229,26 @@ pub enum Error {
         /// What the watcher said.
         detail: String,
     },
+}
+
+impl Error {
+    /// Whether the same build may load if tried again, without changing
+    /// it: the file could not be read ([`Error::Read`]), its in-memory
+    /// image could not be made ([`Error::Image`]), or the dynamic loader
+    /// refused it ([`Error::Load`]: a library it needs, or a symbol it
+    /// uses, may appear later). A build refused for what it is (its
+    /// header, its functions, its trust, its `setup`) is refused again
+    /// until it changes.
+    ///
+    /// In [`SwapMode::Background`](crate::SwapMode::Background), a build
+    /// that failed this way is tried again with a growing delay
+    /// ([`SwapEvent::Retrying`](crate::SwapEvent::Retrying)).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Read { .. } | Self::Image { .. } | Self::Load { .. }
+        )
+    }
 }
 
 /// `libloading` says "dlopen failed" and keeps the loader's reason as the

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::residency::FileId;
 
 /// Something that happened to a module's versions.
 #[derive(Clone, Debug)]
@@ -23,13 +24,33 @@ pub enum SwapEvent {
         timings: SwapTimings,
     },
     /// A build was refused; the previous version keeps serving. Reported
-    /// once per refused build (by content, signature and permissions), not
-    /// on every retry.
+    /// once per refused build (by content, signature and permissions): the
+    /// watcher tries it again only once one of those changes.
     Refused {
         /// The module.
         module: &'static str,
         /// Why.
         error: Error,
+    },
+    /// The watcher could not swap a build in for a reason that may pass
+    /// ([`Error::is_transient`]: reading it, making its in-memory image or
+    /// `dlopen` failed); the previous version keeps serving, and the same
+    /// build is tried again after `retry_in`, unless a new one lands first.
+    /// The delay doubles with each failed attempt, up to a few seconds.
+    /// Reported for every failed attempt ([`SwapMode::Background`] only;
+    /// [`Hot::reload`] returns the error instead).
+    ///
+    /// [`SwapMode::Background`]: crate::SwapMode::Background
+    /// [`Hot::reload`]: crate::Hot::reload
+    Retrying {
+        /// The module.
+        module: &'static str,
+        /// Why the attempt failed.
+        error: Error,
+        /// Which attempt failed: 1 for the first.
+        attempt: u32,
+        /// When the next attempt is made.
+        retry_in: Duration,
     },
     /// Rebuild on save ran `cargo build` successfully; the built library is
     /// swapped in next (watch for `Swapped` or `Refused`).
@@ -52,7 +73,7 @@ pub enum SwapEvent {
         /// Why.
         error: Error,
     },
-    /// A retired version left the address space and its copy was deleted.
+    /// A retired version left the address space.
     Unloaded {
         /// The module.
         module: &'static str,
@@ -61,14 +82,16 @@ pub enum SwapEvent {
     },
     /// A retired version was closed but is still mapped (marked
     /// `RTLD_NODELETE`, or pinned by something outside the runtime's view).
-    /// Its copy was deleted; the mapping keeps the file's contents.
+    /// Its in-memory file stays open for as long as the process runs, so
+    /// that no later version can be mistaken for it.
     StayedResident {
         /// The module.
         module: &'static str,
         /// The version's generation.
         generation: u64,
-        /// The private copy that is still mapped.
-        copy: PathBuf,
+        /// The in-memory file it was loaded from, which is still mapped
+        /// (see [`residency::is_mapped`](crate::residency::is_mapped)).
+        image: FileId,
     },
     /// A retired version still has threads it started running its code: it
     /// stays loaded until they finish, then is unloaded (`Unloaded`).
@@ -88,7 +111,7 @@ pub enum SwapEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwapTimings {
     /// Reading the new build, checking it is a complete library, writing
-    /// the private copy and `dlopen`ing it.
+    /// it to a sealed in-memory file and `dlopen`ing that.
     pub load: Duration,
     /// Checking the header and every function's layout.
     pub check: Duration,

@@ -6,7 +6,6 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::copies::CopyDir;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
@@ -14,6 +13,7 @@ use crate::export::Signature;
 use crate::module::{HotModule, Shim};
 use crate::reentry::{self, Frame, Holding, Inside};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
+use crate::residency::FileId;
 use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
 use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
 use crate::watch::{self, WatchThread};
@@ -23,7 +23,10 @@ use crate::watch::{self, WatchThread};
 #[non_exhaustive]
 pub enum SwapMode {
     /// A background thread watches the library file and swaps each new build
-    /// in as soon as its writer has finished. Callers never do swap work.
+    /// in as soon as its writer has finished. Callers never do swap work. A
+    /// build that fails for a reason that may pass
+    /// ([`Error::is_transient`]) is tried again with a growing delay
+    /// ([`SwapEvent::Retrying`]).
     #[default]
     Background,
     /// The background thread detects and reads new builds; the first `get()`
@@ -37,7 +40,6 @@ pub enum SwapMode {
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Options {
-    pub(crate) copy_dir: Option<PathBuf>,
     pub(crate) swap_mode: SwapMode,
     pub(crate) rebuild_crate: Option<PathBuf>,
     pub(crate) build_profile: Option<String>,
@@ -49,7 +51,6 @@ pub struct Options {
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
-            .field("copy_dir", &self.copy_dir)
             .field("swap_mode", &self.swap_mode)
             .field("rebuild_crate", &self.rebuild_crate)
             .field("build_profile", &self.build_profile)
@@ -60,19 +61,10 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
-    /// Default options: [`SwapMode::Background`], private copies under the
-    /// system temporary directory, and the default trust checks (see
-    /// [`trust`](crate::trust)).
+    /// Default options: [`SwapMode::Background`] and the default trust
+    /// checks (see [`trust`](crate::trust)).
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Keeps private copies under `dir` instead of the system temporary
-    /// directory: in this process's directory there (mode 0700, removed when
-    /// the last `Hot` using it drops), one directory per `Hot`.
-    pub fn copy_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.copy_dir = Some(dir.into());
-        self
     }
 
     /// Chooses where detected builds are swapped in.
@@ -149,7 +141,7 @@ impl Options {
     }
 
     /// Test hook: runs after a build passed the trust checks, right before
-    /// its private copy is loaded, with the path it was read from.
+    /// it is loaded, with the path it was read from.
     #[doc(hidden)]
     pub fn __before_load(mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> Self {
         self.before_load = Some(Arc::new(hook));
@@ -167,8 +159,9 @@ impl Options {
 /// type for that module.
 ///
 /// `Hot` is `Send + Sync`; share it with `Arc` or by reference. Dropping it
-/// stops the watcher, runs the module's `teardown`, unloads every version
-/// and removes the private copies.
+/// stops the watcher, runs the module's `teardown` and unloads every
+/// version. Nothing is ever written to disk, so nothing is left there,
+/// whatever way the process ends.
 pub struct Hot<M: HotModule> {
     // First: stopped (and joined) before the shared core drops.
     rebuilder: Option<WatchThread>,
@@ -180,8 +173,10 @@ impl<M: HotModule> Hot<M> {
     /// Loads the module library at `path`, checks it, runs `setup(None)`,
     /// and starts watching `path` for new builds ([`SwapMode::Background`]).
     ///
-    /// The library is copied to a private directory first and the copy is
-    /// loaded, so the original can be rebuilt in place.
+    /// The library is read once, checked, and those very bytes are loaded
+    /// from a sealed in-memory file (`memfd`), so the original can be
+    /// rebuilt in place, nothing is written to disk, and nobody can change
+    /// what was checked before it is loaded.
     ///
     /// Before loading, the file and its directory must belong to the current
     /// user (or root) and be writable only by their owner, and the build must
@@ -197,11 +192,6 @@ impl<M: HotModule> Hot<M> {
     /// [`Hot::open`] with [`Options`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
         let source = path.as_ref().to_owned();
-        let base = options.copy_dir.unwrap_or_else(std::env::temp_dir);
-        let copies = CopyDir::create(&base).map_err(|error| Error::Read {
-            path: base.clone(),
-            source: Arc::new(error),
-        })?;
         // Checked before loading: a mistake here costs no module setup.
         let rebuild = options
             .rebuild_crate
@@ -217,7 +207,10 @@ impl<M: HotModule> Hot<M> {
         if !options.trust.check_permissions {
             tracing::warn!(path = %source.display(), "permission checks are off (Options::allow_insecure_files): whoever can write this library or its directory can run code in this process");
         }
-        let loading = Loading::new(options.trust, options.before_load, copies);
+        let loading = Loading {
+            trust: options.trust,
+            before_load: options.before_load,
+        };
         let shared = Arc::new(Shared::<M>::open(source, loading)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
         let (watcher, rebuilder) = match options.swap_mode {
@@ -294,9 +287,11 @@ impl<M: HotModule> Hot<M> {
         &self.shared.source
     }
 
-    /// The private directory holding the loaded copies.
-    pub fn copy_dir(&self) -> &Path {
-        self.shared.copy_dir()
+    /// The in-memory file the serving version was loaded from: what
+    /// [`residency`](crate::residency) reports it as while it is mapped
+    /// (its name there is `/memfd:hotswap:` and the library's file name).
+    pub fn serving_image(&self) -> FileId {
+        self.shared.serving_image()
     }
 }
 

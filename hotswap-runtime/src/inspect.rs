@@ -2,7 +2,8 @@
 //! `hotswap` command-line tool (feature `cli`) does.
 //!
 //! [`ModuleLibrary::open`] loads a library the way [`Hot`](crate::Hot)
-//! does (from a private copy, `RTLD_NOW | RTLD_LOCAL`) and reads every hot
+//! does (from a sealed in-memory file, `RTLD_NOW | RTLD_LOCAL`; nothing
+//! is written to disk) and reads every hot
 //! module it exports, without setting any of them up or calling any of its
 //! functions. [`check`] tells whether a host built against one library
 //! would accept another in its place, running the very checks
@@ -44,13 +45,11 @@ use crate::module::FnSpec;
 
 /// A library loaded for inspection: its modules were read, none was set up
 /// and none of its functions is ever called. Dropping it unloads the
-/// library and deletes its private copy.
+/// library.
 pub struct ModuleLibrary {
     path: PathBuf,
     modules: Vec<Result<ModuleInfo, UnreadableModule>>,
     loaded: Loaded,
-    // After `loaded`: removed once the copy in it is gone.
-    _copies: tempfile::TempDir,
 }
 
 /// What a module library says about one of its hot modules.
@@ -142,7 +141,8 @@ pub struct Compatible {
 }
 
 impl ModuleLibrary {
-    /// Loads the library at `path` from a private copy and reads its hot
+    /// Reads the library at `path`, loads those bytes from a sealed
+    /// in-memory file, as [`Hot`](crate::Hot) does, and reads its hot
     /// modules.
     ///
     /// `Err` when the file cannot be read, is not a loadable shared library,
@@ -154,26 +154,16 @@ impl ModuleLibrary {
     /// loaded.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_owned();
-        let read_error = |path: &Path, error| Error::Read {
-            path: path.to_owned(),
+        let bytes = std::fs::read(&path).map_err(|error| Error::Read {
+            path: path.clone(),
             source: Arc::new(error),
-        };
-        let bytes = std::fs::read(&path).map_err(|error| read_error(&path, error))?;
+        })?;
         check_loadable(&path, &bytes)?;
         let symbols = module_symbols(&bytes);
         if symbols.is_empty() {
             return Err(Error::NoModules { path });
         }
-        let base = std::env::temp_dir();
-        // tempfile creates the directory with mode 0700.
-        let copies = tempfile::Builder::new()
-            .prefix("hotswap-inspect-")
-            .tempdir_in(&base)
-            .map_err(|error| read_error(&base, error))?;
-        let file_name = path
-            .file_name()
-            .map_or_else(|| "module.so".into(), |name| name.to_string_lossy());
-        let loaded = Loaded::open(&path, &bytes, copies.path().join(&*file_name))?;
+        let loaded = Loaded::open(&path, &bytes)?;
         let modules = symbols
             .into_iter()
             .map(|symbol| {
@@ -186,7 +176,6 @@ impl ModuleLibrary {
             path,
             modules,
             loaded,
-            _copies: copies,
         })
     }
 

@@ -1,6 +1,5 @@
 //! Is a file a complete shared library for this machine, and which hot
-//! modules does it export? Read from the bytes before they are written to
-//! the private copy and loaded.
+//! modules does it export? Read from the bytes before they are loaded.
 //!
 //! `dlopen` maps a truncated library without complaint (the pages past the
 //! end of the file fault with SIGBUS only when touched), so a half-written

@@ -68,10 +68,16 @@
 //! 0. [`Hot::open`] starts a watcher on the library's directory. A new build
 //!    is taken once its writer has finished and its content hash differs from the
 //!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
-//!    (default), the next [`Hot::get`] does, or only [`Hot::reload`].
-//! 1. The library is copied to a private directory under a unique name
-//!    (`dlopen` caches by path and inode) and loaded with
-//!    `RTLD_NOW | RTLD_LOCAL`.
+//!    (default), the next [`Hot::get`] does, or only [`Hot::reload`]. A
+//!    build the watcher could not load for a reason that may pass (reading
+//!    it or `dlopen` failed: [`Error::is_transient`]) is tried again with a
+//!    growing delay and reported each time ([`SwapEvent::Retrying`]).
+//! 1. The library is read once and checked ([`trust`], ELF), and those
+//!    bytes are written to a new in-memory file (`memfd_create`), sealed
+//!    against any change, and loaded from `/proc/self/fd/N` with
+//!    `RTLD_NOW | RTLD_LOCAL`: a new inode under a new name each time
+//!    (`dlopen` caches by both), nothing written to disk, nothing left
+//!    behind by any exit, and nothing anyone else can write.
 //! 2. Its header is checked: magic, module header version, `abi_stable`
 //!    version, handoff format, and for every function the host calls, that it
 //!    exists, that it needs no more access to the state than the host grants,
@@ -82,14 +88,15 @@
 //!    its value is encoded (MessagePack with field names, see below) into a
 //!    host-owned buffer, and the new `setup` decodes it. If that fails the old
 //!    `setup` takes the same bytes back and the old version keeps serving.
-//! 4. The old version is unloaded, and its copy deleted, when the last guard
+//! 4. The old version is unloaded when the last guard
 //!    pinning it drops and every thread it started has finished (threads
 //!    still running a moment later are reported,
 //!    [`SwapEvent::ThreadsOutlived`]). Its thread-local destructors never run
 //!    after that: the runtime routes thread creation and destructor
 //!    registration inside module images to itself (see the README's "What a
 //!    module must not do"). Whether it really left the address space is
-//!    checked and reported ([`SwapEvent::StayedResident`]).
+//!    checked, by the device and inode of its in-memory file
+//!    ([`residency`]), and reported ([`SwapEvent::StayedResident`]).
 //!
 //! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
 //! and a `tracing` record.
@@ -159,7 +166,7 @@
 //! dynamic loader would find them. Its dynamic symbol table must define the
 //! expected module's header. These checks and the ELF
 //! check run on the bytes read from disk, and exactly those bytes are
-//! written to the private copy that is loaded.
+//! loaded, from a sealed in-memory file.
 //!
 //! After loading, before anything is called: the module header, the
 //! `abi_stable` version, the handoff format, and every function the host
@@ -189,7 +196,6 @@
 
 mod abi;
 mod build;
-mod copies;
 mod deps;
 mod error;
 mod events;

@@ -1,6 +1,18 @@
-//! Everything the host does with foreign code: copying and `dlopen`ing a
-//! library, reading and checking its header, calling its shims, `dlclose`.
-//! This is the only host-side `unsafe` in the crate.
+//! Everything the host does with foreign code: putting a library's checked
+//! bytes into a sealed in-memory file and `dlopen`ing it, reading and
+//! checking its header, calling its shims, `dlclose`. This is the only
+//! host-side `unsafe` in the crate.
+//!
+//! Why a sealed `memfd` ([`Image`]): nothing is written to disk, so nothing
+//! is left behind by any kind of exit (abort, crash, `process::exit`) and
+//! nobody else can write what is loaded; the seals make the bytes that were
+//! checked the bytes that are mapped; and each load is a fresh inode, which
+//! `dlopen` cannot confuse with an earlier version. `dlopen` is given
+//! `/proc/self/fd/N`, and glibc matches an already-loaded library by that
+//! name before it looks at the file: so the descriptor stays open as long
+//! as the library is loaded (no other load can get the same name), forever
+//! if the library stays resident after `dlclose`, and every header read is
+//! checked to lie in a mapping of this very file.
 //!
 //! What is checked before any exported function is used: the header's magic
 //! and version, the `abi_stable` ABI version, the handoff format, the module
@@ -18,7 +30,8 @@
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +51,7 @@ use crate::error::Error;
 use crate::export::Signature;
 use crate::integrity::check_loadable;
 use crate::module::{FnSpec, Resolved, Shim};
-use crate::residency::is_mapped;
+use crate::residency::{file_at, is_mapped, FileId, IMAGE_NAME_PREFIX};
 
 /// One module of a loaded library, checked against what the host expects:
 /// the version a `Hot` serves.
@@ -81,16 +94,15 @@ pub(crate) enum TornDown {
 }
 
 impl Library {
-    /// Writes `bytes` (read from `source`) to `copy`, loads the copy and
-    /// checks it against what the host expects. Returns the time spent
+    /// Loads `bytes` (read from `source`) from a sealed in-memory file and
+    /// checks them against what the host expects. Returns the time spent
     /// checking.
     pub(crate) fn open(
         source: &Path,
         bytes: &[u8],
-        copy: PathBuf,
         expected: &Expected<'_>,
     ) -> Result<(Self, Resolved, Duration), Error> {
-        let loaded = Loaded::open(source, bytes, copy)?;
+        let loaded = Loaded::open(source, bytes)?;
         let started = Instant::now();
         let (descriptor, resolved) = loaded.module(source, expected)?;
         let descriptor = NonNull::from(descriptor);
@@ -178,23 +190,83 @@ impl Library {
         unsafe { (self.descriptor().install)(hooks) }
     }
 
-    /// The private copy this library was loaded from.
-    pub(crate) fn copy(&self) -> &Path {
-        self.loaded.copy()
+    /// The in-memory file this library was loaded from.
+    pub(crate) fn image(&self) -> FileId {
+        self.loaded.image()
     }
 
-    /// Unloads the library and deletes its copy; see [`Loaded::close`].
+    /// Unloads the library; see [`Loaded::close`].
     pub(crate) fn close(self) -> bool {
         self.loaded.close()
     }
 }
 
-/// A library loaded from a private copy, whatever modules it exports.
-/// Dropping it unloads the library and deletes the copy.
+/// A library loaded from a sealed in-memory file, whatever modules it
+/// exports. Dropping it unloads the library.
 pub(crate) struct Loaded {
     /// `None` once closed.
     handle: Option<RawLibrary>,
-    copy: PathBuf,
+    image: Image,
+}
+
+/// The sealed in-memory file (`memfd`) a library is loaded from, open as
+/// long as the library is loaded.
+struct Image {
+    /// `None` once closed or deliberately leaked.
+    fd: Option<OwnedFd>,
+    id: FileId,
+}
+
+impl Image {
+    /// A new in-memory file holding `bytes`, sealed against any change.
+    /// `file_name` names it (`/memfd:hotswap:<file_name>` in
+    /// `/proc/self/maps`), for whoever reads the process's mappings.
+    fn create(file_name: &str, bytes: &[u8]) -> std::io::Result<Self> {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        use std::io::Write;
+        // The kernel takes names of up to 249 bytes.
+        let mut name = format!("{IMAGE_NAME_PREFIX}{file_name}");
+        while name.len() > 249 {
+            name.pop();
+        }
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        // Executable on purpose: where `vm.memfd_noexec` makes memfds
+        // non-executable by default, `MFD_EXEC` asks for the old behaviour;
+        // kernels before 6.3 do not know the flag (EINVAL) and need none.
+        let fd = match rustix::fs::memfd_create(&name, flags | MemfdFlags::EXEC) {
+            Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create(&name, flags)?,
+            other => other?,
+        };
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes)?;
+        let fd = OwnedFd::from(file);
+        // No write, no resize, and no removing the seals: what was checked
+        // is what is mapped, whoever else gets hold of the descriptor.
+        rustix::fs::fcntl_add_seals(
+            &fd,
+            SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+        )?;
+        let id = FileId::of_file(&fd)?;
+        Ok(Self { fd: Some(fd), id })
+    }
+
+    /// The name `dlopen` is given: unique among loaded libraries as long as
+    /// the descriptor stays open.
+    fn path(&self) -> String {
+        let fd = self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        format!("/proc/self/fd/{fd}")
+    }
+
+    /// Keeps the descriptor open for the rest of the process, for a library
+    /// that stays mapped after `dlclose`: glibc still knows it by
+    /// `/proc/self/fd/N`, and would hand it back to a later `dlopen` of a
+    /// new file that got the same descriptor number. One descriptor per
+    /// resident version, deliberately leaked.
+    fn keep_forever(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            let _ = fd.into_raw_fd();
+        }
+    }
 }
 
 /// What a module build is checked against: what a host was compiled with
@@ -229,28 +301,35 @@ impl Expected<'static> {
 
 impl Loaded {
     /// Checks that `bytes` (read from `source`) are a complete shared
-    /// library, writes them to `copy` and loads the copy.
-    pub(crate) fn open(source: &Path, bytes: &[u8], copy: PathBuf) -> Result<Self, Error> {
+    /// library, puts them in a sealed in-memory file and loads that.
+    pub(crate) fn open(source: &Path, bytes: &[u8]) -> Result<Self, Error> {
         check_loadable(source, bytes)?;
-        // dlopen caches by path and by inode: a fresh copy is the only way to
-        // get a second version of the same library into the process. The
-        // bytes checked above are the bytes loaded, whatever happens to
-        // `source` meanwhile.
-        write_private_copy(&copy, bytes).map_err(|error| Error::Read {
-            path: copy.clone(),
+        // dlopen caches by path and by inode: a fresh in-memory file is a new
+        // inode under a new name, so a second version of the same library
+        // really loads. The bytes checked above are the bytes loaded,
+        // whatever happens to `source` meanwhile.
+        let file_name = source
+            .file_name()
+            .map_or_else(|| "module".into(), |name| name.to_string_lossy());
+        let mut image = Image::create(&file_name, bytes).map_err(|error| Error::Image {
+            path: source.to_owned(),
             source: Arc::new(error),
         })?;
         // SAFETY: loading runs the library's initializers; that is the
         // inherent risk of loading code, documented on `Hot::open` and on the
         // `hotswap` tool. RTLD_LOCAL keeps its symbols from interposing on
         // anything else.
-        match unsafe { RawLibrary::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) } {
+        match unsafe { RawLibrary::open(Some(image.path()), RTLD_NOW | RTLD_LOCAL) } {
             Ok(handle) => Ok(Self {
                 handle: Some(handle),
-                copy,
+                image,
             }),
             Err(error) => {
-                let _ = std::fs::remove_file(&copy);
+                // A failed dlopen unloads what it mapped; should it not have,
+                // the name must stay taken (see `Image::keep_forever`).
+                if is_mapped(image.id) {
+                    image.keep_forever();
+                }
                 Err(Error::Load {
                     path: source.to_owned(),
                     source: Arc::new(error),
@@ -281,6 +360,20 @@ impl Loaded {
         let Some(header) = header else {
             return Ok(None);
         };
+        // The symbol must come from the file just written: were `dlopen`
+        // ever to hand back an older library known by the same name, its
+        // header would be believed otherwise.
+        let found = file_at(header as usize);
+        if found != Some(self.image.id) {
+            let found = found.map_or_else(|| "no file".to_owned(), |id| format!("file {id}"));
+            return Err(Error::Image {
+                path: source.to_owned(),
+                source: Arc::new(std::io::Error::other(format!(
+                    "the dynamic loader handed back another library: symbol `{symbol}` is in {found}, not in the in-memory file {} just loaded",
+                    self.image.id
+                ))),
+            });
+        }
         let incompatible = |detail: String| Error::Incompatible {
             path: source.to_owned(),
             detail,
@@ -360,14 +453,15 @@ impl Loaded {
         Ok((descriptor, resolved))
     }
 
-    /// The private copy this library was loaded from.
-    pub(crate) fn copy(&self) -> &Path {
-        &self.copy
+    /// The in-memory file this library was loaded from.
+    pub(crate) fn image(&self) -> FileId {
+        self.image.id
     }
 
-    /// Unloads the library and deletes its copy. Returns whether the library
-    /// is still mapped afterwards (`dlclose` does not unmap a library that
-    /// registered thread-local destructors, among other reasons).
+    /// Unloads the library. Returns whether it is still mapped afterwards
+    /// (`dlclose` does not unmap a library that registered thread-local
+    /// destructors, among other reasons); if so its in-memory file stays
+    /// open for the rest of the process (see `Image::keep_forever`).
     pub(crate) fn close(mut self) -> bool {
         self.unload()
     }
@@ -380,11 +474,11 @@ impl Loaded {
         // every call converts module-made values (RString, RVec) to host values
         // before returning, and the state was torn down by the module itself.
         if let Err(error) = handle.close() {
-            tracing::warn!(copy = %self.copy.display(), %error, "dlclose failed");
+            tracing::warn!(image = %self.image.id, %error, "dlclose failed");
         }
-        let resident = is_mapped(&self.copy);
-        if let Err(error) = std::fs::remove_file(&self.copy) {
-            tracing::warn!(copy = %self.copy.display(), %error, "cannot remove private copy");
+        let resident = is_mapped(self.image.id);
+        if resident {
+            self.image.keep_forever();
         }
         resident
     }
@@ -394,20 +488,6 @@ impl Drop for Loaded {
     fn drop(&mut self) {
         self.unload();
     }
-}
-
-/// Writes `bytes` to a new file only the current user can read and write.
-fn write_private_copy(copy: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(copy)?;
-    file.write_all(bytes).inspect_err(|_| {
-        let _ = std::fs::remove_file(copy);
-    })
 }
 
 fn failure(status: u8, message: RString) -> Failure {

@@ -49,13 +49,13 @@ impl Retiring {
             events,
             ..
         } = self;
-        let copy = library.copy().to_owned();
+        let image = library.image();
         if library.close() {
-            tracing::warn!(module, generation, copy = %copy.display(), "retired version stayed resident after dlclose");
+            tracing::warn!(module, generation, %image, "retired version stayed resident after dlclose; its in-memory file stays open");
             events.emit(SwapEvent::StayedResident {
                 module,
                 generation,
-                copy,
+                image,
             });
         } else {
             tracing::debug!(module, generation, "retired version unloaded");

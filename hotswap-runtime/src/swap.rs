@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 // compare-and-swap each way, without std's poisoning bookkeeping (module
 // panics are caught at the boundary, so poisoning would carry nothing).
 use parking_lot::RwLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::abi;
-use crate::copies::CopyDir;
 use crate::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
@@ -26,6 +25,7 @@ use crate::reentry;
 use crate::retire::Retiring;
 use crate::threads::Tracker;
 use crate::module::HotModule;
+use crate::residency::FileId;
 use crate::trust::{containing_directories, signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
@@ -149,8 +149,19 @@ pub(crate) struct StateSlot<M: HotModule> {
 struct SwapRecord {
     /// The digest of the serving build.
     serving: u128,
-    /// [`Build::identity`] of the last build refused.
+    /// [`Build::identity`] of the last build refused for what it is (not
+    /// for a reason that may pass, [`Error::is_transient`]).
     refused: Option<u128>,
+}
+
+/// The watcher's plan for a build that fails for a reason that may pass:
+/// reported as [`SwapEvent::Retrying`] with these.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryPlan {
+    /// Which attempt this is: 1 for the first.
+    pub attempt: u32,
+    /// How long until the next one, should this one fail.
+    pub retry_in: Duration,
 }
 
 /// Everything a `Hot` and its watcher share.
@@ -166,36 +177,22 @@ pub(crate) struct Shared<M: HotModule> {
     /// A detected build waiting for the next `get()` (`SwapMode::OnGet`).
     pending: Mutex<Option<Build>>,
     pub has_pending: AtomicBool,
-    // Last: its directory is removed after every version (and its copy) is
-    // gone.
     loading: Loading,
 }
 
-/// Runs after a build passed the trust checks and before its private copy
-/// is loaded (tests use it to replace the original file at that moment).
+/// Runs after a build passed the trust checks and before it is loaded
+/// (tests use it to replace the original file at that moment).
 pub(crate) type BeforeLoad = Arc<dyn Fn(&Path) + Send + Sync>;
 
-/// How builds become versions: what they must satisfy, and where their
-/// private copies go.
+/// How builds become versions: what they must satisfy.
 pub(crate) struct Loading {
     pub trust: TrustPolicy,
     pub before_load: Option<BeforeLoad>,
-    loads: AtomicU64,
-    copies: CopyDir,
 }
 
 impl Loading {
-    pub fn new(trust: TrustPolicy, before_load: Option<BeforeLoad>, copies: CopyDir) -> Self {
-        Self {
-            trust,
-            before_load,
-            loads: AtomicU64::new(0),
-            copies,
-        }
-    }
-
-    /// Checks a build, then loads and checks its private copy; returns the
-    /// version and the time spent checking the loaded library.
+    /// Checks a build, then loads it from memory and checks the library;
+    /// returns the version and the time spent checking the loaded library.
     fn load<M: HotModule>(
         &self,
         build: &Build,
@@ -230,18 +227,10 @@ impl Loading {
         if let Some(before_load) = &self.before_load {
             before_load(&build.path);
         }
-        let file_name = build
-            .path
-            .file_name()
-            .map_or_else(|| "module".into(), |name| name.to_string_lossy());
-        let copy = self.copies.path().join(format!(
-            "{}.{file_name}",
-            self.loads.fetch_add(1, Ordering::Relaxed)
-        ));
-        // The copy is written from the bytes just checked: what happens to
-        // the original path from here on changes nothing.
+        // What is loaded are the bytes just checked: what happens to the
+        // original path from here on changes nothing.
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
-        let (library, resolved, check) = Library::open(&build.path, &build.bytes, copy, &expected)?;
+        let (library, resolved, check) = Library::open(&build.path, &build.bytes, &expected)?;
         let tracker = Tracker::new();
         // SAFETY: the version keeps the tracker, and with it the hooks,
         // alive until the library is unloaded (see `Retiring`).
@@ -301,8 +290,9 @@ impl<M: HotModule> Shared<M> {
         lock(&self.last_error).clone()
     }
 
-    pub fn copy_dir(&self) -> &Path {
-        self.loading.copies.path()
+    /// The in-memory file the serving version was loaded from.
+    pub fn serving_image(&self) -> FileId {
+        self.current.load().library().image()
     }
 
     /// The digest of the build that is serving.
@@ -337,14 +327,14 @@ impl<M: HotModule> Shared<M> {
     /// Swaps in `build`, or the file now at `source` when `None`. Records
     /// and reports the outcome.
     pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
-        self.swap_unless_known(build, false)
+        self.swap_unless_known(build, false, None)
     }
 
     /// Swaps in `build` unless it is what already serves or was refused
     /// already: a build that both the rebuilder and the file watcher saw is
     /// swapped in, or reported, once.
     pub fn swap_if_new(&self, build: Build) -> Result<(), Error> {
-        self.swap_unless_known(Some(build), true)
+        self.swap_unless_known(Some(build), true, None)
     }
 
     /// Whether this thread is inside a stateful call of this module, where
@@ -353,7 +343,19 @@ impl<M: HotModule> Shared<M> {
         reentry::holding(std::ptr::from_ref(self).cast()).is_some()
     }
 
-    fn swap_unless_known(&self, build: Option<Build>, skip_known: bool) -> Result<(), Error> {
+    /// [`Shared::swap_if_new`] for the watcher, which tries a build that
+    /// failed for a reason that may pass again as `retry` says: such a
+    /// failure is reported as [`SwapEvent::Retrying`], not as a refusal.
+    pub fn swap_or_retry(&self, build: Build, retry: RetryPlan) -> Result<(), Error> {
+        self.swap_unless_known(Some(build), true, Some(retry))
+    }
+
+    fn swap_unless_known(
+        &self,
+        build: Option<Build>,
+        skip_known: bool,
+        retry: Option<RetryPlan>,
+    ) -> Result<(), Error> {
         if self.called_from_inside() {
             let error = Error::Reentrant { module: M::MODULE };
             tracing::warn!(module = M::MODULE, %error, "swap refused");
@@ -377,7 +379,10 @@ impl<M: HotModule> Shared<M> {
                 Ok(swapped)
             }
             Err(error) => {
-                record.refused = Some(build.identity());
+                // A build that may load when tried again is not known bad.
+                if !error.is_transient() {
+                    record.refused = Some(build.identity());
+                }
                 Err(error)
             }
         });
@@ -389,6 +394,10 @@ impl<M: HotModule> Shared<M> {
                 Ok(())
             }
             Err(error) => {
+                if let Some(retry) = retry.filter(|_| error.is_transient()) {
+                    self.report_retry(&error, retry);
+                    return Err(error);
+                }
                 tracing::warn!(module = M::MODULE, %error, "swap refused; the serving version keeps serving");
                 self.record_error(
                     &error,
@@ -400,6 +409,28 @@ impl<M: HotModule> Shared<M> {
                 Err(error)
             }
         }
+    }
+
+    /// Reports a failure that may pass, which the watcher will retry as
+    /// `retry` says.
+    pub fn report_retry(&self, error: &Error, retry: RetryPlan) {
+        let RetryPlan { attempt, retry_in } = retry;
+        tracing::warn!(
+            module = M::MODULE,
+            %error,
+            attempt,
+            ?retry_in,
+            "swap failed for a reason that may pass; the serving version keeps serving and the same build is tried again in {retry_in:?}"
+        );
+        self.record_error(
+            error,
+            SwapEvent::Retrying {
+                module: M::MODULE,
+                error: error.clone(),
+                attempt,
+                retry_in,
+            },
+        );
     }
 
     /// Makes `error` the one [`Hot::last_error`](crate::Hot::last_error)

@@ -3,9 +3,9 @@
 //!
 //! Loading a library runs its code: its initializers run inside `dlopen`,
 //! before any check of the module header could. So everything here is
-//! decided on the bytes read from disk, **before** they are written to the
-//! private copy that is loaded, and the copy is written from exactly those
-//! bytes: replacing the original file after the check changes nothing.
+//! decided on the bytes read from disk, **before** they are loaded, and
+//! exactly those bytes are loaded, from a sealed in-memory file: replacing
+//! the original file after the check changes nothing.
 //!
 //! - **Permissions** (on by default): the library file and its directory
 //!   (and, for a symbolic link, the directory of the file it leads to) must
@@ -57,7 +57,7 @@
 //!
 //! What this cannot protect against: a trusted secret key that leaked (its
 //! signatures verify), code already running in the process, and anyone who
-//! can act as the current user (they can write the private copies too).
+//! can act as the current user (they can write the process's memory too).
 
 use std::collections::HashSet;
 use std::fmt;

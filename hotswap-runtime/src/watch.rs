@@ -6,13 +6,22 @@
 //! no event for [`QUIET`], the same size and modification time before and
 //! after reading it, and a complete ELF image. A build that stays incomplete
 //! for [`GRACE`], or is refused, is reported once and not retried until its
-//! content (or its signature) changes.
+//! content (or its signature, or its permissions) changes.
+//!
+//! A build that could not be swapped in for a reason that may pass
+//! ([`Error::is_transient`]: the file could not be read, its in-memory
+//! image could not be made, `dlopen` refused it because a library or a
+//! symbol it needs is missing) is tried again as it is, after
+//! [`FIRST_RETRY`], then after twice as long each time, up to
+//! [`LAST_RETRY`], until it loads, fails for good, or a new build lands.
+//! Every failed attempt is reported ([`SwapEvent::Retrying`], the log,
+//! `last_error`), saying when the next one is.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
@@ -21,7 +30,7 @@ use crate::events::SwapEvent;
 use crate::hot::SwapMode;
 use crate::integrity::check_shared_library;
 use crate::module::HotModule;
-use crate::swap::{Build, Shared};
+use crate::swap::{Build, RetryPlan, Shared};
 use crate::trust::signature_path;
 
 /// How long the file must be left alone before it is read.
@@ -29,6 +38,12 @@ const QUIET: Duration = Duration::from_millis(10);
 /// How long an incomplete build may take to be completed before it is
 /// reported as refused.
 const GRACE: Duration = Duration::from_secs(2);
+/// How long after its first failed attempt a build that failed for a
+/// reason that may pass is tried again; the delay doubles with each
+/// failed attempt.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest delay between two attempts.
+const LAST_RETRY: Duration = Duration::from_secs(5);
 
 pub(crate) enum Message {
     FileEvent(notify::Result<notify::Event>),
@@ -109,20 +124,62 @@ enum Wake {
     Stop,
 }
 
+/// A build that failed for a reason that may pass, waiting for its next
+/// attempt.
+struct Retry {
+    /// [`Build::identity`] of the build; `None` when the file could not be
+    /// read at all.
+    identity: Option<u128>,
+    /// How many attempts failed so far.
+    failed: u32,
+    /// When the next attempt is due.
+    due: Instant,
+}
+
+impl Retry {
+    /// The plan for the next attempt at `identity`: its number, and the
+    /// delay after it should it fail too.
+    fn plan(retry: Option<&Self>, identity: Option<u128>) -> RetryPlan {
+        let attempt = match retry {
+            Some(retry) if retry.identity == identity => retry.failed + 1,
+            _ => 1,
+        };
+        let doubled = FIRST_RETRY.saturating_mul(1 << (attempt - 1).min(16));
+        RetryPlan {
+            attempt,
+            retry_in: doubled.min(LAST_RETRY),
+        }
+    }
+
+    /// After the attempt `plan` failed.
+    fn after(plan: RetryPlan, identity: Option<u128>) -> Self {
+        Self {
+            identity,
+            failed: plan.attempt,
+            due: Instant::now() + plan.retry_in,
+        }
+    }
+}
+
 fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: SwapMode) {
     let path = shared.source.as_path();
     let mut reported: Option<u128> = None;
-    let mut incomplete_since: Option<std::time::Instant> = None;
+    let mut incomplete_since: Option<Instant> = None;
+    let mut retry: Option<Retry> = None;
     loop {
-        // Wait for our file to change (or, with an incomplete build pending,
-        // for the grace period to run out).
-        let wake = match incomplete_since {
-            None => wait(receiver, path, None),
-            Some(since) => wait(receiver, path, Some(GRACE.saturating_sub(since.elapsed()))),
-        };
-        let grace_over = match wake {
+        // Wait for our file to change, or until the grace period of an
+        // incomplete build runs out, or a retry is due.
+        let deadline = [
+            incomplete_since.map(|since| since + GRACE),
+            retry.as_ref().map(|retry| retry.due),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let grace_over = match wait(receiver, path, timeout) {
             Wake::Stop => return,
-            Wake::TimedOut => true,
+            Wake::TimedOut => incomplete_since.is_some_and(|since| since.elapsed() >= GRACE),
             Wake::Changed => {
                 if let Wake::Stop = settle(receiver, path) {
                     return;
@@ -130,21 +187,47 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
                 false
             }
         };
-        let Some(build) = read_finished(path) else {
-            continue;
+        let retry_due = retry
+            .as_ref()
+            .is_some_and(|retry| retry.due <= Instant::now());
+        let build = match read_finished(path) {
+            Ok(Some(build)) => build,
+            // Being written, or gone for now: an event follows.
+            Ok(None) => continue,
+            Err(error) => {
+                let waiting = retry.as_ref().is_some_and(|retry| retry.identity.is_none());
+                if mode != SwapMode::OnGet && (retry_due || !waiting) {
+                    let plan = Retry::plan(retry.as_ref(), None);
+                    shared.report_retry(&error, plan);
+                    retry = Some(Retry::after(plan, None));
+                }
+                continue;
+            }
         };
-        if build.digest == shared.serving_digest() || reported == Some(build.identity()) {
+        let identity = build.identity();
+        if build.digest == shared.serving_digest() || reported == Some(identity) {
             incomplete_since = None;
+            retry = None;
+            continue;
+        }
+        // A build that failed for now is tried again when its time comes,
+        // not on every event.
+        if retry
+            .as_ref()
+            .is_some_and(|retry| retry.identity == Some(identity))
+            && !retry_due
+        {
             continue;
         }
         if let Err(detail) = check_shared_library(&build.bytes) {
             if !grace_over {
                 // Most likely still being written: give the writer time.
-                incomplete_since.get_or_insert_with(std::time::Instant::now);
+                incomplete_since.get_or_insert_with(Instant::now);
                 continue;
             }
             incomplete_since = None;
-            reported = Some(build.identity());
+            retry = None;
+            reported = Some(identity);
             let error = Error::Malformed {
                 path: path.to_owned(),
                 detail,
@@ -157,12 +240,20 @@ fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: S
             continue;
         }
         incomplete_since = None;
-        let identity = build.identity();
         match mode {
-            SwapMode::OnGet => shared.offer(build),
+            SwapMode::OnGet => {
+                retry = None;
+                shared.offer(build);
+            }
             _ => {
-                if shared.swap_if_new(build).is_err() {
-                    reported = Some(identity);
+                let plan = Retry::plan(retry.as_ref(), Some(identity));
+                retry = None;
+                match shared.swap_or_retry(build, plan) {
+                    Ok(()) => {}
+                    Err(error) if error.is_transient() => {
+                        retry = Some(Retry::after(plan, Some(identity)));
+                    }
+                    Err(_) => reported = Some(identity),
                 }
             }
         }
@@ -213,15 +304,54 @@ fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
     }
 }
 
-/// Reads the file if nobody wrote to it while it was read.
-fn read_finished(path: &Path) -> Option<Build> {
+/// Reads the file if nobody wrote to it while it was read: `Ok(None)` if
+/// somebody did, or if there is no file (a build replaced by removing the
+/// old one first, as cargo does, is followed by another event).
+fn read_finished(path: &Path) -> Result<Option<Build>, Error> {
     // The build records the opened file's metadata from before it was read.
-    let build = Build::read(path).ok()?;
-    let before = stamp(&build.file)?;
-    let after = stamp(&std::fs::metadata(path).ok()?)?;
-    (before == after && after.0 == build.bytes.len() as u64).then_some(build)
+    let build = match Build::read(path) {
+        Ok(build) => build,
+        Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error),
+    };
+    let after = std::fs::metadata(path).ok();
+    let (Some(before), Some(after)) = (stamp(&build.file), after.as_ref().and_then(stamp)) else {
+        return Ok(None);
+    };
+    Ok((before == after && after.0 == build.bytes.len() as u64).then_some(build))
 }
 
 fn stamp(metadata: &std::fs::Metadata) -> Option<(u64, SystemTime)> {
     Some((metadata.len(), metadata.modified().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_100_ms_doubling_to_5_s() {
+        let (build, other) = (Some(1), Some(2));
+        let mut retry: Option<Retry> = None;
+        let mut delays = Vec::new();
+        for expected_attempt in 1..=8 {
+            let plan = Retry::plan(retry.as_ref(), build);
+            assert_eq!(plan.attempt, expected_attempt);
+            delays.push(plan.retry_in.as_millis());
+            retry = Some(Retry::after(plan, build));
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // Another build, or an unreadable file, starts over.
+        assert_eq!(Retry::plan(retry.as_ref(), other).attempt, 1);
+        assert_eq!(Retry::plan(retry.as_ref(), None).retry_in, FIRST_RETRY);
+        // And the delay never overflows, however long it goes on.
+        let long = Retry {
+            identity: build,
+            failed: u32::MAX - 1,
+            due: Instant::now(),
+        };
+        assert_eq!(Retry::plan(Some(&long), build).retry_in, LAST_RETRY);
+    }
 }

@@ -219,6 +219,41 @@ fn check_accepts_a_build_that_adds_functions() {
     );
 }
 
+#[test]
+fn inspect_and_check_write_nothing_to_disk() {
+    // Where a temporary directory would be: missing, then empty.
+    let missing = Path::new("/nonexistent/hotswap-tmp");
+    let empty = tempfile::tempdir().unwrap();
+    for temp in [missing, empty.path()] {
+        let run = |args: &[&OsStr]| {
+            let output = Command::new(env!("CARGO_BIN_EXE_hotswap"))
+                .args(args)
+                .env("TMPDIR", temp)
+                .output()
+                .expect("run the hotswap binary");
+            let text = String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr);
+            (output.status.code(), text)
+        };
+        let (v1, v2) = (library(Fixture::V1), library(Fixture::V2));
+        let (code, text) = run(&[OsStr::new("inspect"), v1.as_os_str()]);
+        assert_eq!(
+            code,
+            Some(0),
+            "inspect with TMPDIR={}: {text}",
+            temp.display()
+        );
+        let (code, text) = run(&[OsStr::new("check"), v1.as_os_str(), v2.as_os_str()]);
+        assert_eq!(
+            code,
+            Some(0),
+            "check with TMPDIR={}: {text}",
+            temp.display()
+        );
+    }
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}
+
 /// `check` from version 1 to `new`: exit code 1, the module refused with
 /// `reason` and the verdict, on stdout. Returns stdout.
 fn assert_check_refuses(new: Fixture, reason: &str) -> String {

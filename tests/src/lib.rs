@@ -33,6 +33,13 @@ pub enum Fixture {
     SetupFails,
     /// Version 1 calling a symbol nothing defines: `dlopen` refuses it.
     Unresolved,
+    /// Version 1 whose `version()` returns what `hotswap_test_late_symbol`
+    /// returns, a symbol it does not define: `dlopen` refuses it until
+    /// [`Fixture::LateSymbolProvider`] is loaded into the global scope.
+    NeedsLateSymbol,
+    /// Not a module: a plain library defining `hotswap_test_late_symbol`
+    /// (returning 3).
+    LateSymbolProvider,
     /// Version 1 whose `teardown` panics.
     TeardownPanics,
     /// Version 1 whose `version()` uses a thread-local with a destructor (in
@@ -114,6 +121,11 @@ impl Fixture {
                 "counter-unresolved",
                 "pub fn version() -> u32 {\n        1\n    }",
                 "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_symbol_that_nothing_defines() -> u32;\n        }\n        // SAFETY: never runs: dlopen refuses the library first.\n        unsafe { hotswap_test_symbol_that_nothing_defines() }\n    }",
+            ),
+            Self::NeedsLateSymbol => edit(
+                "counter-late-symbol",
+                "pub fn version() -> u32 {\n        1\n    }",
+                "pub fn version() -> u32 {\n        extern \"C\" {\n            fn hotswap_test_late_symbol() -> u32;\n        }\n        // SAFETY: a plain `extern \"C\" fn() -> u32`; dlopen refuses the\n        // library until something defines it.\n        unsafe { hotswap_test_late_symbol() }\n    }",
             ),
             Self::TeardownPanics => edit(
                 "counter-teardown-panics",
@@ -223,6 +235,7 @@ impl Fixture {
             Self::V2 => "counter-v2",
             Self::BadAbi | Self::ForgedHeader => "counter-bad-abi",
             Self::Greeter | Self::GreeterShelfWithoutSetup => "greeter",
+            Self::LateSymbolProvider => "late-symbol",
             _ => "counter-v1",
         }
     }
@@ -561,4 +574,34 @@ pub fn in_child(
     };
     let output = stderr.join().unwrap_or_default() + &stdout.join().unwrap_or_default();
     Some(ChildOutcome { status, output })
+}
+
+/// The bytes a module version was loaded from: its in-memory file, found
+/// among this process's open descriptors by device and inode (the runtime
+/// keeps it open while the version is loaded).
+pub fn image_bytes(image: hotswap_runtime::residency::FileId) -> Vec<u8> {
+    let descriptor = open_descriptors()
+        .into_iter()
+        .find(|path| hotswap_runtime::residency::FileId::of_path(path).ok() == Some(image))
+        .unwrap_or_else(|| panic!("no open descriptor of the in-memory file {image}"));
+    std::fs::read(&descriptor).expect("read the in-memory file")
+}
+
+/// How many descriptors of this process are module images (in-memory
+/// files named `hotswap:…`).
+pub fn open_module_images() -> usize {
+    open_descriptors()
+        .into_iter()
+        .filter(|path| {
+            std::fs::read_link(path)
+                .is_ok_and(|target| target.to_string_lossy().starts_with("/memfd:hotswap:"))
+        })
+        .count()
+}
+
+fn open_descriptors() -> Vec<PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect()
 }

@@ -2,13 +2,12 @@
 //! type, swaps that carry state, and every refused swap leaving the old
 //! version serving with its state intact.
 
-use std::os::unix::fs::PermissionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use counter::counter::{Hot, Point};
 use hotswap_runtime::inspect::{self, ModuleLibrary};
-use hotswap_runtime::{Error, Options, SwapMode};
-use hotswap_tests::{library, Fixture, Stage};
+use hotswap_runtime::{residency, Error, Options, SwapMode};
+use hotswap_tests::{image_bytes, library, Fixture, Stage};
 
 /// These tests swap with explicit `reload()` calls: nothing in the background.
 fn open_manual(path: impl AsRef<std::path::Path>) -> Result<Hot, Error> {
@@ -235,7 +234,7 @@ fn assert_check_agrees(case: &str, stage: &Stage, reload_error: &Error) {
     match (reload_error, verdict) {
         // `check` does not run `setup`.
         (Error::Setup { .. }, Ok(Ok(_))) => {}
-        // The loader's message names the private copy, which differs.
+        // The loader's message names the in-memory file, which differs.
         (Error::Load { .. }, Err(error @ Error::Load { .. })) => {
             assert!(
                 error.to_string().contains("undefined symbol"),
@@ -338,16 +337,27 @@ fn two_module_crates_link_and_load_side_by_side() {
 }
 
 #[test]
-fn dropping_hot_tears_down_and_removes_private_copies() {
+fn dropping_hot_tears_down_and_unloads_every_version() {
     let stage = Stage::with(Fixture::V1);
-    let copies = tempfile::tempdir().unwrap();
-    let marker = copies.path().join("teardown-ran");
-    let options = Options::new()
-        .copy_dir(copies.path())
-        .swap_mode(SwapMode::Manual);
-    let hot = Hot::open_with(stage.path(), options).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("teardown-ran");
+    let hot = open_manual(stage.path()).unwrap();
     hot.get().increment(41);
     hot.get().set_teardown_marker(marker.display().to_string());
+    // Loaded from an in-memory file holding the library's bytes.
+    let v1 = hot.serving_image();
+    assert!(residency::is_mapped(v1));
+    assert!(
+        residency::mapped_module_images()
+            .iter()
+            .any(|image| image.id == v1 && image.name == "/memfd:hotswap:libcounter.so"),
+        "named after the library in the process's mappings"
+    );
+    assert_eq!(
+        image_bytes(v1),
+        std::fs::read(library(Fixture::V1)).unwrap()
+    );
+
     stage.put(Fixture::V2);
     hot.reload().unwrap();
     assert_eq!(
@@ -355,47 +365,29 @@ fn dropping_hot_tears_down_and_removes_private_copies() {
         "41",
         "the swap ran version 1's teardown"
     );
-    hot.get().increment(1);
-    let subdirs = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.is_dir())
-            .collect::<Vec<_>>()
-    };
-    let private_dirs = || subdirs(copies.path());
-    // One directory for the process, one in it per `Hot`, both private.
-    let process_dirs = private_dirs();
-    assert_eq!(process_dirs.len(), 1);
-    assert_eq!(hot.copy_dir().parent(), Some(process_dirs[0].as_path()));
-    for dir in [process_dirs[0].as_path(), hot.copy_dir()] {
-        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700, "{} is private", dir.display());
-    }
-    assert_eq!(
-        std::fs::read_dir(hot.copy_dir()).unwrap().count(),
-        1,
-        "only the serving version's copy is left"
+    let v2 = hot.serving_image();
+    assert_ne!(v1, v2, "each load is a new in-memory file");
+    assert!(
+        !residency::is_mapped(v1),
+        "version 1 left the address space"
     );
-    // A second `Hot` shares the process directory.
-    let other = Hot::open_with(
-        stage.path(),
-        Options::new()
-            .copy_dir(copies.path())
-            .swap_mode(SwapMode::Manual),
-    )
-    .unwrap();
-    assert_eq!(other.copy_dir().parent(), Some(process_dirs[0].as_path()));
-    assert_eq!(subdirs(&process_dirs[0]).len(), 2);
-    drop(other);
+    assert!(residency::is_mapped(v2));
+    hot.get().increment(1);
+    let beside: Vec<_> = std::fs::read_dir(stage.dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        ["libcounter.so"],
+        "nothing is written beside the library"
+    );
+
     drop(hot);
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
         "42",
         "dropping Hot ran version 2's teardown"
     );
-    assert!(
-        private_dirs().is_empty(),
-        "no copies are left behind, nor the process directory"
-    );
+    assert!(!residency::is_mapped(v2), "dropping Hot unloads version 2");
 }

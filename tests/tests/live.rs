@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use counter::counter::Hot;
+use hotswap_runtime::residency::{self, FileId};
 use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
 use hotswap_tests::{library, stripped_library, Fixture, Stage};
 
@@ -184,6 +185,84 @@ fn a_refused_build_is_reported_once_and_the_next_good_one_is_taken() {
 }
 
 #[test]
+fn a_build_the_loader_refuses_for_now_is_retried_until_it_loads() {
+    let provider = library(Fixture::LateSymbolProvider);
+    library(Fixture::NeedsLateSymbol);
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(6);
+    stage.put(Fixture::NeedsLateSymbol);
+    let staged = std::fs::read(stage.path()).unwrap();
+
+    // dlopen refuses it (a symbol it needs is missing): every attempt is
+    // reported, with the next one sooner or later, and version 1 serves
+    // on with its state meanwhile.
+    let mut delays = Vec::new();
+    while delays.len() < 3 {
+        match next_event(&events, "a failed attempt") {
+            SwapEvent::Retrying {
+                error,
+                attempt,
+                retry_in,
+                ..
+            } => {
+                assert!(matches!(error, Error::Load { .. }), "{error:?}");
+                assert!(
+                    error.to_string().contains("hotswap_test_late_symbol"),
+                    "{error}"
+                );
+                assert_eq!(attempt as usize, delays.len() + 1);
+                delays.push(retry_in);
+                assert!(matches!(hot.last_error(), Some(Error::Load { .. })));
+                assert_eq!((hot.get().version(), hot.generation()), (1, 0));
+                hot.get().increment(1);
+            }
+            event @ (SwapEvent::Swapped { .. } | SwapEvent::Refused { .. }) => {
+                panic!("expected a retry, got {event:?}")
+            }
+            _ => continue,
+        }
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(delays, [ms(100), ms(200), ms(400)], "backing off");
+    assert_eq!(hot.get().count(), 9);
+
+    // The symbol appears in the global scope, as a library loaded late
+    // would make it: the same build now loads, unchanged.
+    // SAFETY: a plain library without initializers, defining one
+    // `extern "C" fn() -> u32`; it stays loaded for the rest of the test
+    // process, as the module that is about to bind to it needs.
+    let global = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&provider),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+        )
+    }
+    .expect("load the library defining the symbol");
+    std::mem::forget(global);
+    loop {
+        match next_event(&events, "the swap once the symbol is there") {
+            SwapEvent::Swapped { from: 0, to: 1, .. } => break,
+            // An attempt that raced with the load above.
+            SwapEvent::Retrying { .. } | SwapEvent::Unloaded { .. } => continue,
+            other => panic!("expected the swap, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        (hot.get().version(), hot.get().count()),
+        (3, 9),
+        "the new build, bound to the symbol, has the state"
+    );
+    assert!(hot.last_error().is_none());
+    assert_eq!(
+        std::fs::read(stage.path()).unwrap(),
+        staged,
+        "the same bytes"
+    );
+}
+
+#[test]
 fn on_get_mode_swaps_in_the_get_that_sees_the_change() {
     let stage = Stage::with(Fixture::V1);
     let hot = open(&stage, SwapMode::OnGet);
@@ -342,6 +421,25 @@ fn a_panicking_teardown_is_reported_and_the_old_version_keeps_serving() {
     assert_eq!((hot.get().version(), hot.get().count()), (2, 0));
 }
 
+/// The unload report of generation `generation`: `Some(image)` if it
+/// stayed resident, `None` if it left the address space.
+fn unload_report(events: &Receiver<SwapEvent>, generation: u64) -> Option<FileId> {
+    loop {
+        match next_event(events, "a retired version's unload report") {
+            SwapEvent::StayedResident {
+                generation: reported,
+                image,
+                ..
+            } if reported == generation => return Some(image),
+            SwapEvent::Unloaded {
+                generation: reported,
+                ..
+            } if reported == generation => return None,
+            _ => continue,
+        }
+    }
+}
+
 #[test]
 fn a_thread_local_destructor_of_a_module_does_not_keep_its_version_mapped() {
     let stage = Stage::with(Fixture::ThreadLocalDestructor);
@@ -355,7 +453,6 @@ fn a_thread_local_destructor_of_a_module_does_not_keep_its_version_mapped() {
     std::thread::scope(|scope| {
         scope.spawn(|| assert_eq!(hot.get().version(), 1));
     });
-    let copy = hot.copy_dir().to_owned();
     stage.put(Fixture::V2);
     hot.reload().unwrap();
     loop {
@@ -368,9 +465,43 @@ fn a_thread_local_destructor_of_a_module_does_not_keep_its_version_mapped() {
         }
     }
     assert_eq!(
-        hotswap_runtime::residency::mapped_files_under(&copy),
+        residency::mapped_module_images().len(),
         1,
         "only the serving version is mapped"
     );
     assert_eq!(hot.get().version(), 2);
+}
+
+#[test]
+fn residency_is_told_right_when_the_library_is_reached_through_a_symlinked_directory() {
+    let stage = Stage::with(Fixture::ThreadLocalDestructor);
+    let links = tempfile::tempdir().unwrap();
+    let linked = links.path().join("builds");
+    std::os::unix::fs::symlink(stage.dir(), &linked).unwrap();
+    let hot = Hot::open_with(
+        linked.join("libcounter.so"),
+        Options::new().swap_mode(SwapMode::Manual),
+    )
+    .expect("open through the link");
+    let events = hot.subscribe();
+    assert_eq!(hot.get().version(), 1); // registers the thread-local destructor
+
+    // Resident: reported so, and really mapped.
+    stage.put(Fixture::V2);
+    hot.reload().unwrap();
+    let resident = unload_report(&events, 0).expect("generation 0 stays resident");
+    assert!(residency::is_mapped(resident));
+
+    // Unloaded: reported so, and really gone.
+    let v2 = hot.serving_image();
+    assert!(residency::is_mapped(v2));
+    stage.put(Fixture::V1);
+    hot.reload().unwrap();
+    assert_eq!(unload_report(&events, 1), None, "generation 1 leaves");
+    assert!(!residency::is_mapped(v2));
+    assert!(
+        residency::is_mapped(resident),
+        "generation 0 is still there"
+    );
+    assert_eq!((hot.get().version(), hot.generation()), (1, 2));
 }

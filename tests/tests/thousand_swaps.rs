@@ -1,11 +1,12 @@
 //! A thousand swaps must leave no mapped copies, no files and no memory
-//! behind. Alone in its own test binary: resident memory is measured for
-//! the whole process, which other tests would disturb.
+//! behind. Alone in its own test binary: resident memory, mappings and
+//! open descriptors are measured for the whole process, which other tests
+//! would disturb.
 
 use counter::counter::Hot;
-use hotswap_runtime::residency::mapped_files_under;
+use hotswap_runtime::residency::{mapped_files, mapped_module_images};
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
-use hotswap_tests::{stripped_library, Fixture, Stage};
+use hotswap_tests::{open_module_images, stripped_library, Fixture, Stage};
 
 #[test]
 fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
@@ -13,7 +14,6 @@ fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
     let (v1, v2) = (stripped_library(Fixture::V1), stripped_library(Fixture::V2));
     let hot = Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).unwrap();
     let events = hot.subscribe();
-    let copies = hot.copy_dir().to_owned();
     let mut baseline_rss = 0;
     for swap in 0..1000 {
         stage.put_file(if swap % 2 == 0 { &v2 } else { &v1 });
@@ -22,11 +22,10 @@ fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
         if swap == 99 {
             baseline_rss = resident_kib();
         }
-        assert!(
-            mapped_files_under(&copies) <= 2,
-            "swap {swap}: {} copies mapped",
-            mapped_files_under(&copies)
-        );
+        let mapped = mapped_module_images().len();
+        assert!(mapped <= 2, "swap {swap}: {mapped} module images mapped");
+        let open = open_module_images();
+        assert!(open <= 2, "swap {swap}: {open} module images open");
     }
     assert_eq!(hot.get().count(), 1000);
     let grown = resident_kib().saturating_sub(baseline_rss);
@@ -34,8 +33,6 @@ fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
         grown < 64 * 1024,
         "resident memory grew by {grown} KiB over 900 swaps"
     );
-    let files = std::fs::read_dir(&copies).unwrap().count();
-    assert_eq!(files, 1, "only the serving version's copy is on disk");
     let (mut unloaded, mut resident) = (0, 0);
     for event in events.try_iter() {
         match event {
@@ -49,11 +46,29 @@ fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
         (1000, 0),
         "every retired version left the address space"
     );
+
+    // Nothing was written to disk: no file under the temporary directory
+    // is mapped (the stage's library is read, never mapped), and nothing
+    // but the library is beside it.
+    let temp = std::env::temp_dir().canonicalize().unwrap();
+    let under_temp: Vec<_> = mapped_files()
+        .into_iter()
+        .filter(|file| std::path::Path::new(&file.name).starts_with(&temp))
+        .collect();
+    assert!(under_temp.is_empty(), "mapped from disk: {under_temp:?}");
+    let beside: Vec<_> = std::fs::read_dir(stage.dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["libcounter.so"]);
+
     drop(hot);
+    let left = mapped_module_images();
     assert!(
-        !copies.exists(),
-        "dropping Hot removes its private directory"
+        left.is_empty(),
+        "dropping Hot unloads the last one: {left:?}"
     );
+    assert_eq!(open_module_images(), 0, "and closes its in-memory file");
 }
 
 fn resident_kib() -> u64 {

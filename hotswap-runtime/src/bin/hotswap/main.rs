@@ -39,10 +39,11 @@ Exit codes:
 
 /// Loading a library runs code; every command that loads one says so.
 const LOADING: &str = "\
-Each library is copied to a private file and loaded (dlopen, RTLD_NOW |
-RTLD_LOCAL) the way the hotswap runtime loads it, so its initializers run:
-use this only on libraries you trust. No module is set up and no module
-function is called.";
+Each library is read into a sealed in-memory file and loaded from there
+(dlopen, RTLD_NOW | RTLD_LOCAL; nothing is written to disk) the way the
+hotswap runtime loads it, so its initializers run: use this only on
+libraries you trust. No module is set up and no module function is
+called.";
 
 /// The commands that only read a library's bytes say so too.
 const NOT_LOADING: &str = "\
@@ -52,10 +53,11 @@ The library is only read, never loaded (no dlopen): none of its code runs.";
 /// old one, and sign builds for Options::trust_keys.
 #[derive(Parser)]
 #[command(name = "hotswap", version, after_help = format!("\
-inspect and check copy each library to a private file and load it (dlopen,
-RTLD_NOW | RTLD_LOCAL) the way the hotswap runtime loads it, so its
-initializers run: use them only on libraries you trust. No module is set up
-and no module function is called.
+inspect and check read each library into a sealed in-memory file and load
+it from there (dlopen, RTLD_NOW | RTLD_LOCAL; nothing is written to disk)
+the way the hotswap runtime loads it, so its initializers run: use them
+only on libraries you trust. No module is set up and no module function is
+called.
 
 keygen, sign, verify and sha256 only read files: they never load a library
 (no dlopen), so none of its code runs.
