@@ -79,7 +79,7 @@ fn inspect_lists_every_function_with_its_signature_and_receiver() {
     assert!(line(out, "state handoff").ends_with("messagepack/rmp-serde-named"));
     assert!(line(out, "setup").ends_with("yes"));
     assert!(line(out, "teardown").ends_with("yes"));
-    assert!(line(out, "functions").ends_with(" 23"), "{out}");
+    assert!(line(out, "functions").ends_with(" 26"), "{out}");
     for (receiver, signature) in [
         ("&mut State", "fn increment(&mut State, by: u64) -> u64"),
         ("&State", "fn count(&State) -> u64"),
@@ -96,7 +96,7 @@ fn inspect_lists_every_function_with_its_signature_and_receiver() {
         assert!(listed, "`{signature}` as {receiver} missing in:\n{out}");
     }
     let listed = out.lines().filter(|line| line.contains(" fn ")).count();
-    assert_eq!(listed, 23, "{out}");
+    assert_eq!(listed, 26, "{out}");
 }
 
 #[test]
@@ -104,10 +104,10 @@ fn inspect_lists_every_module_of_a_library() {
     let run = inspect(Fixture::Greeter);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
-    assert!(out.contains(": 2 hot modules\n"), "{out}");
+    assert!(out.contains(": 4 hot modules\n"), "{out}");
     // Each module's block: from its `module` line to the next blank line.
     let blocks: Vec<&str> = out.split("\n\n").skip(1).collect();
-    assert_eq!(blocks.len(), 2, "{out}");
+    assert_eq!(blocks.len(), 4, "{out}");
     let counter = blocks
         .iter()
         .find(|block| block.starts_with("module `counter` (crate greeter 0.1.0)"))
@@ -148,7 +148,7 @@ fn inspect_json_holds_the_same_listing() {
         .map(|module| module["module"].as_str().expect("a module name"))
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["counter", "greeting"]);
+    assert_eq!(names, ["counter", "greeting", "leaky", "shelf"]);
     let counter = modules
         .iter()
         .find(|module| module["module"] == "counter")
@@ -200,7 +200,7 @@ fn check_accepts_a_build_that_adds_functions() {
     assert_eq!(run.stderr, "");
     assert!(
         run.stdout.contains(
-            "module `counter` (crate counter): compatible (23 functions checked; added: added)"
+            "module `counter` (crate counter): compatible (26 functions checked; added: added)"
         ),
         "{}",
         run.stdout
