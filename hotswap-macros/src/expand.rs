@@ -209,9 +209,7 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     if let Some(ret) = &function.ret {
         ret.user_types(&mut kept);
     }
-    let kept = kept
-        .iter()
-        .map(|ty| quote!(<#ty as #p::StableAbi>::LAYOUT));
+    let kept = kept.iter().map(|ty| quote!(<#ty as #p::StableAbi>::LAYOUT));
     let vars = arg_vars(function);
     let converted = function
         .params

@@ -43,17 +43,29 @@ const REFUSED: &[(&str, &str)] = &[
     ("Self", "name the type"),
     // abi_stable's own types own or borrow the memory of the side that made
     // them: one made by a module would dangle once its version unloads.
-    ("RString", "use `String`: the boundary copies it into memory of the side that receives it"),
+    (
+        "RString",
+        "use `String`: the boundary copies it into memory of the side that receives it",
+    ),
     ("RStr", "use `&str` to pass text in, `String` to return it"),
-    ("RVec", "use `Vec<T>`: the boundary copies it into memory of the side that receives it"),
-    ("RSlice", "use `&[T]` to pass a slice in, `Vec<T>` to return one"),
+    (
+        "RVec",
+        "use `Vec<T>`: the boundary copies it into memory of the side that receives it",
+    ),
+    (
+        "RSlice",
+        "use `&[T]` to pass a slice in, `Vec<T>` to return one",
+    ),
     ("RBox", "pass the value itself"),
     ("RArc", "pass the value itself"),
     ("RCow", "use `String` or `Vec<T>`"),
     ("RHashMap", "use a `Vec` of pairs"),
     ("ROption", "use `Option<T>`"),
     ("RResult", "use `Result<T, E>`"),
-    ("DynTrait", "trait objects keep a vtable in the module; pass plain data"),
+    (
+        "DynTrait",
+        "trait objects keep a vtable in the module; pass plain data",
+    ),
     ("RBoxError", "return `Result<T, String>`"),
     ("NonNull", "pointers cannot cross; pass plain data"),
 ];

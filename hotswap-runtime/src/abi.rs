@@ -254,7 +254,7 @@ pub struct ModuleDescriptor {
     /// catches panics, which a library built with `panic = "abort"` cannot
     /// let it do (its first panic would abort the host).
     pub panic_unwinds: bool,
-    /// Routes the module's thread creation to the host; see [`ThreadHooks`].
+    /// Routes the module's thread creation to the host (see `ThreadHooks`).
     pub install: InstallFn,
 }
 

@@ -81,14 +81,25 @@ impl Dynamic {
         let table = headers
             .iter()
             .filter(|header| header.p_type(endian) == elf::PT_LOAD)
-            .find_map(|header| header.data_range(endian, bytes, strtab, strsz).ok().flatten())
-            .ok_or_else(|| format!("its dynamic string table ({strsz} bytes at {strtab:#x}) is not in the file"))?;
+            .find_map(|header| {
+                header
+                    .data_range(endian, bytes, strtab, strsz)
+                    .ok()
+                    .flatten()
+            })
+            .ok_or_else(|| {
+                format!(
+                    "its dynamic string table ({strsz} bytes at {strtab:#x}) is not in the file"
+                )
+            })?;
         for (tag, offset) in strings {
             let text = usize::try_from(offset)
                 .ok()
                 .and_then(|offset| table.get(offset..))
                 .and_then(|rest| CStr::from_bytes_until_nul(rest).ok())
-                .ok_or_else(|| format!("a dynamic entry names string {offset}, outside the string table"))?
+                .ok_or_else(|| {
+                    format!("a dynamic entry names string {offset}, outside the string table")
+                })?
                 .to_str()
                 .map_err(|_| format!("dynamic string {offset} is not UTF-8"))?;
             match tag {
@@ -113,7 +124,10 @@ impl Dynamic {
     /// Every search path entry, with its tag's name.
     pub(crate) fn search_path(&self) -> impl Iterator<Item = (&'static str, &str)> {
         let rpath = self.rpath.iter().map(|entry| ("DT_RPATH", entry.as_str()));
-        let runpath = self.runpath.iter().map(|entry| ("DT_RUNPATH", entry.as_str()));
+        let runpath = self
+            .runpath
+            .iter()
+            .map(|entry| ("DT_RUNPATH", entry.as_str()));
         runpath.chain(rpath)
     }
 }
@@ -147,9 +161,8 @@ pub(crate) fn pin_loaded(name: &str) -> Option<Pin> {
     // (by the caller's search path) and matched its inode: not what ld.so
     // does for the module's own entry, so not counted.
     let object = object?;
-    (object.soname.as_deref() == Some(name) || object.path == name.as_bytes()).then_some(Pin {
-        _handle: library,
-    })
+    (object.soname.as_deref() == Some(name) || object.path == name.as_bytes())
+        .then_some(Pin { _handle: library })
 }
 
 /// What the process's loader knows about one loaded object.
@@ -265,7 +278,10 @@ pub(crate) fn admit_from_disk(module: &Dynamic) -> Result<Vec<Pin>, TrustProblem
         pins: Vec::new(),
         visited: HashSet::new(),
         main: main_program(),
-        executable_dir: executable.as_deref().and_then(Path::parent).map(Path::to_owned),
+        executable_dir: executable
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned),
         library_path: initial_library_path(),
         system: system_directories(Path::new("/etc/ld.so.conf")),
     };
@@ -383,9 +399,14 @@ impl Walk {
             // Opened as is, no search.
             let path = Path::new(name);
             let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
-            return Ok(vec![SearchDir::Dir(dir.unwrap_or(Path::new(".")).to_owned())]);
+            return Ok(vec![SearchDir::Dir(
+                dir.unwrap_or(Path::new(".")).to_owned(),
+            )]);
         }
-        let executable = self.executable_dir.as_deref().map_or(Origin::Unknown, Origin::Dir);
+        let executable = self
+            .executable_dir
+            .as_deref()
+            .map_or(Origin::Unknown, Origin::Dir);
         let mut dirs = Vec::new();
         let mut add = |entries: &[String], origin: Origin<'_>| {
             for entry in entries {
@@ -441,7 +462,11 @@ fn expand(entry: &str, origin: Origin<'_>) -> Result<SearchDir, TrustProblem> {
         });
     }
     // An empty entry is the current directory.
-    Ok(SearchDir::Dir(PathBuf::from(if entry.is_empty() { "." } else { entry })))
+    Ok(SearchDir::Dir(PathBuf::from(if entry.is_empty() {
+        "."
+    } else {
+        entry
+    })))
 }
 
 /// The files `ld.so` may take for `name` in `dir`: one of the
@@ -477,11 +502,12 @@ fn checked_file(candidate: &Path) -> Result<Option<Vec<u8>>, TrustProblem> {
         return Ok(None);
     }
     permissions(candidate, &metadata)?;
-    let directories = containing_directories(candidate, &resolved)
-        .map_err(|error| TrustProblem::DependencyUnreadable {
+    let directories = containing_directories(candidate, &resolved).map_err(|error| {
+        TrustProblem::DependencyUnreadable {
             path: candidate.to_owned(),
             detail: error.to_string(),
-        })?;
+        }
+    })?;
     for (directory, metadata) in &directories {
         permissions(directory, metadata)?;
     }
@@ -498,9 +524,11 @@ fn initial_library_path() -> Vec<String> {
     let value = std::fs::read("/proc/self/environ")
         .ok()
         .and_then(|environ| {
-            environ
-                .split(|&byte| byte == 0)
-                .find_map(|variable| variable.strip_prefix(b"LD_LIBRARY_PATH=").map(<[u8]>::to_vec))
+            environ.split(|&byte| byte == 0).find_map(|variable| {
+                variable
+                    .strip_prefix(b"LD_LIBRARY_PATH=")
+                    .map(<[u8]>::to_vec)
+            })
         })
         .or_else(|| std::env::var_os("LD_LIBRARY_PATH").map(|value| value.as_bytes().to_vec()));
     match value {
@@ -622,7 +650,9 @@ mod tests {
             expand("/usr/$LIB", Origin::Dir(lib)),
             Err(TrustProblem::UnknownSearchPath { .. })
         ));
-        assert!(matches!(expand("", Origin::Module), Ok(SearchDir::Dir(dir)) if dir == Path::new(".")));
+        assert!(
+            matches!(expand("", Origin::Module), Ok(SearchDir::Dir(dir)) if dir == Path::new("."))
+        );
     }
 
     #[test]

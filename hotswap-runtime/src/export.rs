@@ -19,9 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, Receiver, SetupFn,
-    ShimReturn, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK,
-    STATUS_PANICKED,
+    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, Receiver, SetupFn, ShimReturn,
+    TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
 };
 use crate::loader::ShimFn;
 
@@ -354,7 +353,10 @@ unsafe extern "C" fn teardown_shim<L: Lifecycle>(
                     Err(error) => {
                         let error = format!("cannot encode the state for handoff: {error}");
                         match L::setup(Some(handoff)) {
-                            Ok(state) => Ok(Some((Box::into_raw(Box::new(state)).cast::<c_void>(), error))),
+                            Ok(state) => Ok(Some((
+                                Box::into_raw(Box::new(state)).cast::<c_void>(),
+                                error,
+                            ))),
                             Err(setup) => Err(format!(
                                 "{error}; and `setup` could not take the state back: {setup}"
                             )),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::export::Signature;
+use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::{HotModule, Shim};
-use crate::reentry::{self, Frame, Holding, Inside};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
+use crate::reentry::{self, Frame, Holding, Inside};
 use crate::residency::FileId;
 use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
 use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};

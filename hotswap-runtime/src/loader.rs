@@ -584,11 +584,18 @@ pub(crate) fn pointer_inside(layout: &'static TypeLayout) -> Option<String> {
                 | TLPrimitive::MutRef
                 | TLPrimitive::ConstPtr
                 | TLPrimitive::MutPtr,
-            ) => return at(&format!("a reference or pointer (`{}`)", layout.full_type())),
+            ) => {
+                return at(&format!(
+                    "a reference or pointer (`{}`)",
+                    layout.full_type()
+                ))
+            }
             TLData::Primitive(TLPrimitive::Array) => {
-                return layout.shared_vars().type_layouts().iter().find_map(|element| {
-                    walk(element(), &format!("{path}[_]"), depth + 1)
-                });
+                return layout
+                    .shared_vars()
+                    .type_layouts()
+                    .iter()
+                    .find_map(|element| walk(element(), &format!("{path}[_]"), depth + 1));
             }
             TLData::Primitive(_) => return None,
             TLData::Opaque => return at(&format!("opaque (`{}`)", layout.full_type())),

@@ -70,7 +70,12 @@ impl Retiring {
             generation: self.generation,
             threads,
         };
-        tracing::warn!(module = self.module, generation = self.generation, threads, "{error}");
+        tracing::warn!(
+            module = self.module,
+            generation = self.generation,
+            threads,
+            "{error}"
+        );
         *self
             .last_error
             .lock()

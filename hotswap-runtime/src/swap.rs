@@ -21,11 +21,11 @@ use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::integrity::{check_loadable, module_symbols};
 use crate::loader::{Expected, Library, StatePtr, TornDown};
+use crate::module::HotModule;
 use crate::reentry;
+use crate::residency::FileId;
 use crate::retire::Retiring;
 use crate::threads::Tracker;
-use crate::module::HotModule;
-use crate::residency::FileId;
 use crate::trust::{containing_directories, signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
@@ -207,13 +207,13 @@ impl Loading {
         })?;
         // Held until the copy is loaded: what it needs and is loaded
         // already stays loaded, and is not looked for on disk after all.
-        let _dependencies = self
-            .trust
-            .check(build, &dynamic)
-            .map_err(|problem| Error::Untrusted {
-                path: build.path.clone(),
-                problem,
-            })?;
+        let _dependencies =
+            self.trust
+                .check(build, &dynamic)
+                .map_err(|problem| Error::Untrusted {
+                    path: build.path.clone(),
+                    problem,
+                })?;
         // Another module's build (signed or not) is refused before any of
         // its code runs, not by the header check after dlopen.
         let symbol = abi::symbol_name(M::CRATE, M::MODULE);

@@ -182,8 +182,7 @@ unsafe extern "C" fn create_hook(
     }));
     // SAFETY: glibc's pthread_create with the caller's thread and
     // attributes, and a start routine that takes ownership of `start`.
-    let status =
-        unsafe { glibc_pthread_create()(thread, attr, module_thread_start, start.cast()) };
+    let status = unsafe { glibc_pthread_create()(thread, attr, module_thread_start, start.cast()) };
     if status != 0 {
         // SAFETY: no thread was started, so `start` is still ours.
         drop(unsafe { Box::from_raw(start) });

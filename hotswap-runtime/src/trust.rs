@@ -734,7 +734,13 @@ mod tests {
             .check_dependencies(&needs(&["libhotswap-nowhere.so.1"]))
             .unwrap_err();
         assert!(
-            matches!(&problem, TrustProblem::DependencyNotFound { needed_by: None, .. }),
+            matches!(
+                &problem,
+                TrustProblem::DependencyNotFound {
+                    needed_by: None,
+                    ..
+                }
+            ),
             "{problem:?}"
         );
     }

@@ -226,6 +226,7 @@ impl Fixture {
     fn package(self) -> &'static str {
         match self {
             Self::Greeter | Self::GreeterShelfWithoutSetup => "greeter",
+            Self::LateSymbolProvider => "hotswap-late-symbol",
             _ => "counter",
         }
     }
@@ -283,7 +284,10 @@ pub fn dependency_library(dir: &Path, marker: Option<&Path>) -> PathBuf {
 /// [`RUNPATH_PLACEHOLDER`].
 pub fn with_runpath(bytes: &[u8], runpath: &str) -> Vec<u8> {
     let placeholder = RUNPATH_PLACEHOLDER.as_bytes();
-    assert!(runpath.len() <= placeholder.len(), "runpath too long: {runpath}");
+    assert!(
+        runpath.len() <= placeholder.len(),
+        "runpath too long: {runpath}"
+    );
     let at = bytes
         .windows(placeholder.len())
         .position(|window| window == placeholder)
@@ -310,7 +314,9 @@ pub fn library(fixture: Fixture) -> PathBuf {
     let modules = modules_dir();
     if std::env::var_os(CHILD).is_some() {
         // The parent built it before starting this process (see `in_child`).
-        return modules.join("fixtures").join(format!("{}.so", fixture.name()));
+        return modules
+            .join("fixtures")
+            .join(format!("{}.so", fixture.name()));
     }
     let base = root.join("tests/fixtures").join(fixture.crate_dir());
     let (crate_dir, name) = match fixture.edit() {
@@ -558,8 +564,18 @@ pub fn in_child(
         })
     };
     use std::io::Read;
-    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {
@@ -609,4 +625,17 @@ fn open_descriptors() -> Vec<PathBuf> {
         .expect("read /proc/self/fd")
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .collect()
+}
+
+/// This process's resident memory, in KiB.
+pub fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in KiB")
 }

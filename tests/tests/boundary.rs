@@ -21,7 +21,11 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+        .or_else(|| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+        })
         .unwrap_or_default()
 }
 
@@ -40,7 +44,10 @@ fn a_returned_value_holding_module_memory_is_refused_at_open() {
         } => assert!(problem.contains("Reply.text"), "{problem}"),
         other => panic!("{other:?}"),
     }
-    assert!(error.to_string().contains("return owned plain data"), "{error}");
+    assert!(
+        error.to_string().contains("return owned plain data"),
+        "{error}"
+    );
     // The other modules of the same library are plain data and open.
     let greeting = greeter::greeting::Hot::open_with(
         library(Fixture::Greeter),
@@ -92,9 +99,18 @@ fn a_teardown_whose_state_cannot_be_encoded_keeps_the_state() {
         ),
         "{error:?}"
     );
-    assert!(error.to_string().contains("41 cannot be encoded"), "{error}");
-    assert!(error.to_string().contains("keeps serving with its state"), "{error}");
-    assert_eq!(hot.last_error().map(|e| e.to_string()), Some(error.to_string()));
+    assert!(
+        error.to_string().contains("41 cannot be encoded"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("keeps serving with its state"),
+        "{error}"
+    );
+    assert_eq!(
+        hot.last_error().map(|e| e.to_string()),
+        Some(error.to_string())
+    );
     // Not reset: the same version serves the same count.
     assert_eq!((hot.generation(), hot.get().version()), (0, 1));
     assert_eq!(hot.get().count(), 41);
@@ -107,13 +123,13 @@ fn a_teardown_whose_state_cannot_be_encoded_keeps_the_state() {
 #[test]
 fn a_build_without_setup_is_refused_rather_than_dropping_the_state() {
     let stage = Stage::with(Fixture::Greeter);
-    let hot = greeter::shelf::Hot::open_with(
-        stage.path(),
-        Options::new().swap_mode(SwapMode::Manual),
-    )
-    .unwrap();
+    let hot =
+        greeter::shelf::Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual))
+            .unwrap();
     stage.put(Fixture::GreeterShelfWithoutSetup);
-    let error = hot.reload().expect_err("the shelf's state would be dropped");
+    let error = hot
+        .reload()
+        .expect_err("the shelf's state would be dropped");
     assert!(
         matches!(&error, Error::Incompatible { detail, .. } if detail.contains("no `setup`")),
         "{error:?}"
@@ -149,8 +165,8 @@ fn a_panic_payload_whose_drop_panics_does_not_abort_the_host() {
         let stage = Stage::with(Fixture::PayloadDropPanics);
         let hot = open(&stage);
         hot.get().increment(2);
-        let payload = catch_unwind(AssertUnwindSafe(|| hot.get().fail("boom")))
-            .expect_err("fail panics");
+        let payload =
+            catch_unwind(AssertUnwindSafe(|| hot.get().fail("boom"))).expect_err("fail panics");
         assert_eq!(
             panic_text(payload),
             "module panicked with a non-string payload"
@@ -184,7 +200,10 @@ extern "C" fn nested_calls(ctx: usize) -> u64 {
     let swapper = std::thread::spawn(move || for_swap.reload());
     std::thread::sleep(Duration::from_millis(300));
     let reentrant = hot.reload().expect_err("a swap from inside a call");
-    assert!(matches!(reentrant, Error::Reentrant { module: "counter" }), "{reentrant:?}");
+    assert!(
+        matches!(reentrant, Error::Reentrant { module: "counter" }),
+        "{reentrant:?}"
+    );
     let count = hot.get().count();
     SWAPPER.with(|slot| *slot.borrow_mut() = Some(swapper));
     count
@@ -209,9 +228,17 @@ fn a_callback_into_the_host_is_served_while_a_swap_waits() {
             ctx,
         });
         assert_eq!(seen, 10, "the nested call saw the count of 5");
-        let swapper = SWAPPER.with(|slot| slot.borrow_mut().take()).expect("swapper");
-        swapper.join().unwrap().expect("the waiting swap went through");
-        assert_eq!((hot.generation(), hot.get().version(), hot.get().count()), (1, 2, 5));
+        let swapper = SWAPPER
+            .with(|slot| slot.borrow_mut().take())
+            .expect("swapper");
+        swapper
+            .join()
+            .unwrap()
+            .expect("the waiting swap went through");
+        assert_eq!(
+            (hot.generation(), hot.get().version(), hot.get().count()),
+            (1, 2, 5)
+        );
         println!("SERVED");
         return;
     };
@@ -308,5 +335,9 @@ fn a_thread_left_running_keeps_its_version_mapped_and_is_reported() {
         child.status.is_some_and(|status| status.success()),
         "{child:?}"
     );
-    assert!(child.output.contains("KEPT AND REPORTED"), "{}", child.output);
+    assert!(
+        child.output.contains("KEPT AND REPORTED"),
+        "{}",
+        child.output
+    );
 }

@@ -6,7 +6,7 @@
 use counter::counter::Hot;
 use hotswap_runtime::residency::{mapped_files, mapped_module_images};
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
-use hotswap_tests::{open_module_images, stripped_library, Fixture, Stage};
+use hotswap_tests::{open_module_images, resident_kib, stripped_library, Fixture, Stage};
 
 #[test]
 fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
@@ -69,13 +69,4 @@ fn a_thousand_swaps_leave_no_mapped_copies_and_no_files() {
         "dropping Hot unloads the last one: {left:?}"
     );
     assert_eq!(open_module_images(), 0, "and closes its in-memory file");
-}
-
-fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

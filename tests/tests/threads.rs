@@ -8,7 +8,7 @@ use std::time::Duration;
 use counter::counter::Hot;
 use hotswap_runtime::residency::mapped_module_images;
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
-use hotswap_tests::{stripped_library, Fixture, Stage};
+use hotswap_tests::{resident_kib, stripped_library, Fixture, Stage};
 
 #[test]
 fn threads_started_and_joined_by_a_module_leave_no_version_mapped() {
@@ -33,7 +33,11 @@ fn threads_started_and_joined_by_a_module_leave_no_version_mapped() {
                 Ok(SwapEvent::StayedResident { generation, .. }) => {
                     panic!("generation {generation} stayed resident")
                 }
-                Ok(SwapEvent::ThreadsOutlived { generation, threads, .. }) => {
+                Ok(SwapEvent::ThreadsOutlived {
+                    generation,
+                    threads,
+                    ..
+                }) => {
                     panic!("generation {generation} left {threads} thread(s) running")
                 }
                 Ok(_) => continue,
@@ -52,13 +56,4 @@ fn threads_started_and_joined_by_a_module_leave_no_version_mapped() {
         grown < 64 * 1024,
         "resident memory grew by {grown} KiB over 250 swaps"
     );
-}
-
-fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

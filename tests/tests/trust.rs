@@ -541,7 +541,13 @@ fn with_pinned_digests_a_build_with_a_runpath_is_refused() {
     let error = hot.reload().expect_err("a RUNPATH under pinned digests");
     let problem = assert_refused_before_loading(&hot, &error);
     assert!(
-        matches!(&problem, TrustProblem::LibrarySearchPath { tag: "DT_RUNPATH", .. }),
+        matches!(
+            &problem,
+            TrustProblem::LibrarySearchPath {
+                tag: "DT_RUNPATH",
+                ..
+            }
+        ),
         "{problem:?}"
     );
     needs.assert_never_loaded();
@@ -580,7 +586,9 @@ fn a_dependency_others_can_write_is_refused_unless_allowed() {
 
     // The file is fixed, its directory is not.
     std::fs::set_permissions(needs.library(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let error = hot.reload().expect_err("world-writable dependency directory");
+    let error = hot
+        .reload()
+        .expect_err("world-writable dependency directory");
     let problem = assert_refused_before_loading(&hot, &error);
     let dir = needs.dir.path().canonicalize().unwrap();
     assert!(
@@ -601,7 +609,8 @@ fn a_dependency_found_with_safe_permissions_is_loaded() {
     let needs = NeedsLibrary::new();
     let (stage, hot) = v1_serving(manual());
     stage.put_bytes(&needs.build);
-    hot.reload().expect("the dependency is private to its owner");
+    hot.reload()
+        .expect("the dependency is private to its owner");
     assert_eq!((hot.get().version(), hot.get().count()), (3, 7));
     assert!(needs.marker.exists(), "loaded from the RUNPATH checked");
 }
@@ -623,14 +632,18 @@ fn a_dependency_found_nowhere_is_refused_and_origin_is_explained() {
     // not where the copy is loaded from, and the error says so.
     dependency_library(stage.dir(), Some(&needs.marker));
     stage.put_bytes(&with_runpath(&bytes_of(Fixture::NeedsLibrary), "$ORIGIN"));
-    let error = hot.reload().expect_err("$ORIGIN is the private copy directory");
+    let error = hot
+        .reload()
+        .expect_err("$ORIGIN is the private copy directory");
     let problem = assert_refused_before_loading(&hot, &error);
     assert!(
         matches!(&problem, TrustProblem::OriginNotFound { library, entry } if library == DEPENDENCY && entry == "$ORIGIN"),
         "{problem:?}"
     );
     assert!(
-        error.to_string().contains("private copy directory, not the build's directory"),
+        error
+            .to_string()
+            .contains("private copy directory, not the build's directory"),
         "{error}"
     );
     needs.assert_never_loaded();
