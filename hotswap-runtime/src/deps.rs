@@ -290,8 +290,8 @@ pub(crate) fn admit_from_disk(module: &Dynamic) -> Result<Vec<Pin>, TrustProblem
 }
 
 /// One object's effective `DT_RPATH` and the directory its `$ORIGIN`
-/// stands for (`None` for the module: at load time that is the private
-/// copy directory).
+/// stands for (`None` for the module: it is loaded from an in-memory
+/// file, so its `$ORIGIN` is `/proc/self/fd`).
 type RpathLevel<'a> = (&'a [String], Option<&'a Path>);
 
 struct Walk {
@@ -306,8 +306,8 @@ struct Walk {
 /// Where a needed library is looked for.
 enum SearchDir {
     Dir(PathBuf),
-    /// A `$ORIGIN` entry of the module: its private copy directory, where
-    /// no dependency is.
+    /// A `$ORIGIN` entry of the module: `/proc/self/fd`, where its
+    /// in-memory file is and no dependency is.
     ModuleOrigin(String),
 }
 
@@ -430,7 +430,7 @@ impl Walk {
 /// What `$ORIGIN` stands for in a search path entry.
 #[derive(Clone, Copy)]
 enum Origin<'a> {
-    /// The module's: its private copy directory.
+    /// The module's: `/proc/self/fd`, where its in-memory file is.
     Module,
     Dir(&'a Path),
     Unknown,

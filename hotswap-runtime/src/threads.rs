@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::abi::ThreadHooks;
@@ -29,8 +29,10 @@ pub(crate) struct Tracker {
     /// Threads started by the version's code that have not finished.
     live: AtomicUsize,
     /// Set once the version is retired: its destructors must not run.
-    /// Held while one runs, so retiring waits for it.
-    retired: Mutex<bool>,
+    retired: AtomicBool,
+    /// Held while one of its destructors runs, and while retiring, so
+    /// retiring waits for a running destructor and none starts after.
+    gate: Mutex<()>,
     /// The thread-specific keys the version created, with the slot of
     /// the destructor trampoline standing in for each key's destructor.
     keys: Mutex<Vec<(u32, Option<usize>)>>,
@@ -42,7 +44,8 @@ impl Tracker {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new_cyclic(|this: &std::sync::Weak<Self>| Self {
             live: AtomicUsize::new(0),
-            retired: Mutex::new(false),
+            retired: AtomicBool::new(false),
+            gate: Mutex::new(()),
             keys: Mutex::new(Vec::new()),
             hooks: ThreadHooks {
                 // The hooks live inside the tracker, which outlives every
@@ -71,12 +74,15 @@ impl Tracker {
     /// running. Deletes the thread-specific keys it created, so glibc never
     /// calls their destructors. Call before unloading.
     pub(crate) fn retire(&self) {
-        *lock(&self.retired) = true;
+        {
+            let _gate = lock(&self.gate);
+            self.retired.store(true, Ordering::Release);
+        }
         for (key, slot) in lock(&self.keys).drain(..) {
             // SAFETY: a key this version created and nobody deletes but
             // here; deleting it runs nothing and leaves the values, which
             // no code will look at again, allocated.
-            unsafe { pthread_key_delete(key) };
+            unsafe { libc::pthread_key_delete(key) };
             if let Some(slot) = slot {
                 *lock(&KEY_SLOTS[slot]) = None;
             }
@@ -84,7 +90,16 @@ impl Tracker {
     }
 
     fn is_retired(&self) -> bool {
-        *lock(&self.retired)
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Runs `destructor` unless the version is retired, holding the gate
+    /// so that retiring waits for it.
+    fn run_unless_retired(&self, destructor: impl FnOnce()) {
+        let _gate = lock(&self.gate);
+        if !self.is_retired() {
+            destructor();
+        }
     }
 }
 
@@ -120,14 +135,11 @@ struct ThisThread {
 impl Drop for ThisThread {
     fn drop(&mut self) {
         while let Some(Destructor { tracker, dtor, obj }) = self.destructors.pop() {
-            let retired = lock(&tracker.retired);
-            if !*retired {
-                // SAFETY: the version is loaded (not retired, and retiring
-                // waits for this lock), `dtor`/`obj` are what its code
-                // registered on this very thread, and this is that thread's
-                // exit, where glibc would have run it.
-                unsafe { dtor(obj) };
-            }
+            // SAFETY: the version is loaded (not retired, and retiring
+            // waits for the gate), `dtor`/`obj` are what its code registered
+            // on this very thread, and this is that thread's exit, where
+            // glibc would have run it.
+            tracker.run_unless_retired(|| unsafe { dtor(obj) });
         }
         if let Some(tracker) = self.started_by.take() {
             // Last: from here on this thread runs no code of the version.
@@ -211,10 +223,6 @@ unsafe extern "C" fn thread_atexit_hook(
     0
 }
 
-extern "C" {
-    fn pthread_key_delete(key: u32) -> c_int;
-}
-
 /// A key destructor of a loaded version, standing behind a trampoline.
 type KeySlot = Mutex<Option<(Arc<Tracker>, unsafe extern "C" fn(*mut c_void))>>;
 
@@ -231,13 +239,10 @@ unsafe extern "C" fn key_destructor<const SLOT: usize>(value: *mut c_void) {
     let Some((tracker, dtor)) = lock(&KEY_SLOTS[SLOT]).clone() else {
         return;
     };
-    let retired = lock(&tracker.retired);
-    if !*retired {
-        // SAFETY: the version is loaded (not retired; retiring waits for
-        // this lock), and this is glibc running the key's destructor on
-        // the value of an exiting thread, as the version asked.
-        unsafe { dtor(value) };
-    }
+    // SAFETY: the version is loaded (not retired; retiring waits for the
+    // gate), and this is glibc running the key's destructor on the value of
+    // an exiting thread, as the version asked.
+    tracker.run_unless_retired(|| unsafe { dtor(value) });
 }
 
 macro_rules! key_destructors {

@@ -41,8 +41,8 @@
 //!   its directory, and what it needs in turn must pass the same
 //!   permission checks ([`TrustProblem::InsecureDependency`],
 //!   [`TrustProblem::DependencyNotFound`]). A `$ORIGIN` entry of the
-//!   module's search path stands for the private copy directory, not the
-//!   build's, so it finds nothing ([`TrustProblem::OriginNotFound`]).
+//!   module's search path stands for `/proc/self/fd` (the module is loaded
+//!   from an in-memory file), not the build's directory, so it finds nothing ([`TrustProblem::OriginNotFound`]).
 //!   Not modelled: the ld.so cache file itself (its directories are taken
 //!   from `/etc/ld.so.conf`), the legacy hardware-capability
 //!   subdirectories of glibc before 2.37, `$LIB` and `$PLATFORM` (refused,
@@ -361,8 +361,9 @@ pub enum TrustProblem {
     },
     /// A library the module needs is not loaded and is found nowhere the
     /// dynamic loader would look, and the module's search path has a
-    /// `$ORIGIN` entry: it cannot help, since `$ORIGIN` is the directory of
-    /// the private copy that is loaded, not of the build.
+    /// `$ORIGIN` entry: it cannot help, since the module is loaded from an
+    /// in-memory file, whose `$ORIGIN` is `/proc/self/fd`, not the build's
+    /// directory.
     OriginNotFound {
         /// The needed library.
         library: String,
@@ -442,8 +443,8 @@ impl fmt::Display for TrustProblem {
             ),
             Self::LibrarySearchPath { tag, entry } if crate::deps::names_origin(entry) => write!(
                 f,
-                "its {tag} entry `{entry}` cannot work: `$ORIGIN` would be the runtime's private \
-                 copy directory, not the build's directory, and with pinned digests or keys no \
+                "its {tag} entry `{entry}` cannot work: `$ORIGIN` would be `/proc/self/fd` (the \
+                 module is loaded from an in-memory file), not the build's directory, and with pinned digests or keys no \
                  dependency is loaded from disk; link the dependency into the host or preload it \
                  (LD_PRELOAD), and build the module without {tag}"
             ),
@@ -470,7 +471,8 @@ impl fmt::Display for TrustProblem {
                 f,
                 "its dependency `{library}` is not loaded and is not found where the dynamic \
                  loader looks, and its search path entry `{entry}` cannot help: `$ORIGIN` would \
-                 be the runtime's private copy directory, not the build's directory; put \
+                 be `/proc/self/fd` (the module is loaded from an in-memory file), not the build's \
+                 directory; put \
                  `{library}` in a system or absolute RUNPATH directory, or link it into the host"
             ),
             Self::InsecureDependency {

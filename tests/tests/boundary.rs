@@ -198,7 +198,8 @@ extern "C" fn nested_calls(ctx: usize) -> u64 {
     let for_swap = shared.clone();
     std::mem::forget(shared);
     let swapper = std::thread::spawn(move || for_swap.reload());
-    std::thread::sleep(Duration::from_millis(300));
+    // Long enough for it to load the build and queue for the state lock.
+    std::thread::sleep(Duration::from_secs(1));
     let reentrant = hot.reload().expect_err("a swap from inside a call");
     assert!(
         matches!(reentrant, Error::Reentrant { module: "counter" }),

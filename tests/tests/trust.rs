@@ -76,7 +76,7 @@ fn assert_refused_before_loading(hot: &Hot, error: &Error) -> TrustProblem {
 }
 
 /// Version 1 serving with its state, and nothing of the refused build
-/// loaded: it did not get past the checks and no private copy was written.
+/// loaded: it did not get past the checks.
 fn assert_stopped_before_loading(hot: &Hot, error: &Error) {
     assert_eq!(
         LOADS.with(Cell::get),
@@ -524,7 +524,7 @@ fn with_pinned_keys_a_build_with_a_runpath_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("`$ORIGIN` would be the runtime's private copy directory"),
+            .contains("`$ORIGIN` would be `/proc/self/fd`"),
         "{error}"
     );
 }
@@ -629,21 +629,19 @@ fn a_dependency_found_nowhere_is_refused_and_origin_is_explained() {
     );
 
     // Beside the build, with a `$ORIGIN` RUNPATH: the build's directory is
-    // not where the copy is loaded from, and the error says so.
+    // not where the module is loaded from, and the error says so.
     dependency_library(stage.dir(), Some(&needs.marker));
     stage.put_bytes(&with_runpath(&bytes_of(Fixture::NeedsLibrary), "$ORIGIN"));
-    let error = hot
-        .reload()
-        .expect_err("$ORIGIN is the private copy directory");
+    let error = hot.reload().expect_err("$ORIGIN is /proc/self/fd");
     let problem = assert_refused_before_loading(&hot, &error);
     assert!(
         matches!(&problem, TrustProblem::OriginNotFound { library, entry } if library == DEPENDENCY && entry == "$ORIGIN"),
         "{problem:?}"
     );
     assert!(
-        error
-            .to_string()
-            .contains("private copy directory, not the build's directory"),
+        error.to_string().contains(
+            "`/proc/self/fd` (the module is loaded from an in-memory file), not the build's"
+        ),
         "{error}"
     );
     needs.assert_never_loaded();
