@@ -217,6 +217,10 @@ struct Image {
     id: FileId,
 }
 
+/// How often sealing is retried when the kernel says EBUSY (waiting 1 ms,
+/// 2 ms, ... in between: about 0.2 s in all).
+const SEAL_BUSY_RETRIES: u64 = 20;
+
 impl Image {
     /// A new in-memory file holding `bytes`, sealed against any change.
     /// `file_name` names it (`/memfd:hotswap:<file_name>` in
@@ -242,10 +246,20 @@ impl Image {
         let fd = OwnedFd::from(file);
         // No write, no resize, and no removing the seals: what was checked
         // is what is mapped, whoever else gets hold of the descriptor.
-        rustix::fs::fcntl_add_seals(
-            &fd,
-            SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
-        )?;
+        let seals = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+        // The kernel refuses the write seal (EBUSY) while a page of the file
+        // still has a passing extra reference, such as one still in a
+        // per-CPU batch after the write; that clears within milliseconds.
+        let mut busy = 0;
+        loop {
+            match rustix::fs::fcntl_add_seals(&fd, seals) {
+                Err(rustix::io::Errno::BUSY) if busy < SEAL_BUSY_RETRIES => {
+                    busy += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(busy));
+                }
+                sealed => break sealed?,
+            }
+        }
         let id = FileId::of_file(&fd)?;
         Ok(Self { fd: Some(fd), id })
     }
