@@ -46,7 +46,7 @@ fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
 }
 
 fn generate(module: &Module) -> TokenStream {
-    let p = quote!(::hotswap_runtime::__private);
+    let p = quote!(::hotswap_runtime::__private_0_1);
     let module_name = module.ident.to_string();
     // Cargo sets this for the crate being compiled; the host computes the
     // same symbol from the same expansion.
@@ -103,62 +103,69 @@ fn generate(module: &Module) -> TokenStream {
         #[doc(hidden)]
         pub struct __HotModule;
 
-        /// A hot-swappable handle on this module: `Hot::open(path)` loads a
-        /// build of this crate, `get()` returns typed accessors, `reload()`
-        /// swaps in the build now on disk.
-        pub type Hot = ::hotswap_runtime::Hot<__HotModule>;
+        // The host side: left out of the module's own `cdylib` build, which
+        // compiles only the boundary (`hotswap-runtime` without `host`).
+        #p::host_items! {
+            /// A hot-swappable handle on this module: `Hot::open(path)` loads a
+            /// build of this crate, `get()` returns typed accessors, `reload()`
+            /// swaps in the build now on disk.
+            pub type Hot = ::hotswap_runtime::Hot<__HotModule>;
 
-        /// Typed access to this module, pinned by `Hot::get`: one method per
-        /// exported function. Keep it short-lived.
-        pub struct HotGuard<'__hotswap> {
-            __pinned: #p::Pinned<'__hotswap, __HotModule>,
-        }
+            /// Typed access to this module, pinned by `Hot::get`: one method per
+            /// exported function. Keep it short-lived.
+            pub struct HotGuard<'__hotswap> {
+                __pinned: #p::Pinned<'__hotswap, __HotModule>,
+            }
 
-        impl<'__hotswap> HotGuard<'__hotswap> {
-            #(#methods)*
+            impl<'__hotswap> HotGuard<'__hotswap> {
+                #(#methods)*
+            }
+
+            #[doc(hidden)]
+            pub struct __HotTable {
+                #(pub #names: #p::Shim<#markers>,)*
+            }
+
+            impl #p::HotModule for __HotModule {
+                const MODULE: &'static str = #module_name;
+                const CRATE: &'static str = #crate_name;
+                const FUNCTIONS: &'static [#p::FnSpec] = &[#(#p::FnSpec::of::<#markers>()),*];
+                type Table = __HotTable;
+                type Guard<'__hotswap> = HotGuard<'__hotswap>;
+
+                fn table(__hotswap_functions: &#p::Resolved) -> __HotTable {
+                    __HotTable { #(#names: __hotswap_functions.shim::<#markers>(),)* }
+                }
+
+                fn guard(__hotswap_pinned: #p::Pinned<'_, Self>) -> HotGuard<'_> {
+                    HotGuard { __pinned: __hotswap_pinned }
+                }
+            }
         }
 
         #(#functions)*
 
-        #lifecycle
+        // Items nothing outside needs to name.
+        const _: () = {
+            #lifecycle
 
-        #[doc(hidden)]
-        pub struct __HotTable {
-            #(pub #names: #p::Shim<#markers>,)*
-        }
+            #user_type_checks
 
-        impl #p::HotModule for __HotModule {
-            const MODULE: &'static str = #module_name;
-            const CRATE: &'static str = #crate_name;
-            const FUNCTIONS: &'static [#p::FnSpec] = &[#(#p::FnSpec::of::<#markers>()),*];
-            type Table = __HotTable;
-            type Guard<'__hotswap> = HotGuard<'__hotswap>;
+            #[doc(hidden)]
+            static __HOTSWAP_FUNCTIONS: [#p::FnEntry; #count] = [#(#entries),*];
 
-            fn table(__hotswap_functions: &#p::Resolved) -> __HotTable {
-                __HotTable { #(#names: __hotswap_functions.shim::<#markers>(),)* }
-            }
+            #[doc(hidden)]
+            static __HOTSWAP_DESCRIPTOR: #p::ModuleDescriptor = #descriptor(
+                #module_name,
+                #crate_name,
+                ::core::env!("CARGO_PKG_VERSION"),
+                &__HOTSWAP_FUNCTIONS,
+            );
 
-            fn guard(__hotswap_pinned: #p::Pinned<'_, Self>) -> HotGuard<'_> {
-                HotGuard { __pinned: __hotswap_pinned }
-            }
-        }
-
-        const _: () = { #user_type_checks };
-
-        #[doc(hidden)]
-        static __HOTSWAP_FUNCTIONS: [#p::FnEntry; #count] = [#(#entries),*];
-
-        #[doc(hidden)]
-        static __HOTSWAP_DESCRIPTOR: #p::ModuleDescriptor = #descriptor(
-            #module_name,
-            #crate_name,
-            ::core::env!("CARGO_PKG_VERSION"),
-            &__HOTSWAP_FUNCTIONS,
-        );
-
-        #[doc(hidden)]
-        #[unsafe(export_name = #symbol)]
-        pub static __HOTSWAP_HEADER: #p::ModuleHeader = #p::ModuleHeader::new(&__HOTSWAP_DESCRIPTOR);
+            #[doc(hidden)]
+            #[unsafe(export_name = #symbol)]
+            pub static __HOTSWAP_HEADER: #p::ModuleHeader = #p::ModuleHeader::new(&__HOTSWAP_DESCRIPTOR);
+        };
     }
 }
 
@@ -186,7 +193,7 @@ fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
 /// The marker type, `extern "C"` shim and `Signature`/call impls of one
 /// exported function (module side).
 fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
-    let p = quote!(::hotswap_runtime::__private);
+    let p = quote!(::hotswap_runtime::__private_0_1);
     let (marker, shim) = (marker(function), shim(function));
     let name = function.ident.to_string();
     let ident = &function.ident;
@@ -358,7 +365,7 @@ fn guard_method(function: &Function) -> TokenStream {
 
 /// `Lifecycle` for the module marker: how to call `setup`/`teardown`.
 fn lifecycle_impl(lifecycle: &Lifecycle) -> TokenStream {
-    let p = quote!(::hotswap_runtime::__private);
+    let p = quote!(::hotswap_runtime::__private_0_1);
     let state = &lifecycle.state;
     let handoff = lifecycle
         .handoff

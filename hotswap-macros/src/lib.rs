@@ -2,7 +2,7 @@
 //! host can swap for a new build, carrying its state across.
 //!
 //! Use it through `hotswap-runtime`, which re-exports it; the generated code
-//! names only `::hotswap_runtime::__private` and `::core`/`::std` paths.
+//! names only `::hotswap_runtime::__private_0_1` and `::core`/`::std` paths.
 //!
 //! # Why a macro
 //!

@@ -200,7 +200,7 @@ impl Carried {
 
     /// The FFI-safe type, with borrows at `lifetime`.
     pub(crate) fn ffi_type(&self, lifetime: &TokenStream) -> TokenStream {
-        let p = quote!(::hotswap_runtime::__private);
+        let p = quote!(::hotswap_runtime::__private_0_1);
         match self {
             Self::Same { ty, .. } => ty.to_token_stream(),
             Self::Char => quote!(::core::primitive::u32),
@@ -229,7 +229,7 @@ impl Carried {
 
     /// Converts the Rust value `value` into its FFI form.
     pub(crate) fn rust_to_ffi(&self, value: TokenStream, depth: usize) -> TokenStream {
-        let p = quote!(::hotswap_runtime::__private);
+        let p = quote!(::hotswap_runtime::__private_0_1);
         let x = format_ident!("__hotswap_x{depth}");
         match self {
             Self::Same { .. } => value,
@@ -267,7 +267,7 @@ impl Carried {
 
     /// Converts the FFI value `value` back into the Rust type.
     pub(crate) fn ffi_to_rust(&self, value: TokenStream, depth: usize) -> TokenStream {
-        let p = quote!(::hotswap_runtime::__private);
+        let p = quote!(::hotswap_runtime::__private_0_1);
         let x = format_ident!("__hotswap_x{depth}");
         match self {
             Self::Same { .. } => value,
@@ -313,7 +313,7 @@ pub(crate) fn assert_user_types(types: &[&Type]) -> TokenStream {
     types
         .iter()
         .map(
-            |ty| quote_spanned!(ty.span()=> ::hotswap_runtime::__private::assert_crosses::<#ty>();),
+            |ty| quote_spanned!(ty.span()=> ::hotswap_runtime::__private_0_1::assert_crosses::<#ty>();),
         )
         .collect()
 }

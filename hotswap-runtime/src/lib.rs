@@ -15,7 +15,9 @@
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! hotswap-runtime = "0.1"
+//! # A module compiles only the boundary; a host keeps the default `host`
+//! # feature.
+//! hotswap-runtime = { version = "0.1", default-features = false }
 //! serde = { version = "1", features = ["derive"] }
 //! ```
 //!
@@ -194,102 +196,72 @@
 
 #![warn(missing_docs)]
 
-mod abi;
-mod build;
-mod deps;
-mod error;
-mod events;
-mod export;
-mod hot;
-pub mod inspect;
-mod integrity;
-mod interpose;
-mod loader;
-mod module;
-mod rebuild;
-mod reentry;
-pub mod residency;
-mod retire;
-mod swap;
-mod threads;
-pub mod trust;
-mod watch;
+// The boundary, under the paths the host code names it by.
+#[cfg(feature = "host")]
+use hotswap_boundary::{abi, export};
 
-pub use build::build_module;
-pub use error::Error;
-pub use events::{SwapEvent, SwapTimings};
-pub use hot::{Hot, Options, SwapMode};
+macro_rules! host {
+    ($($item:item)*) => { $(#[cfg(feature = "host")] $item)* };
+}
+
+host! {
+    mod build;
+    mod deps;
+    mod error;
+    mod events;
+    mod hot;
+    pub mod inspect;
+    mod integrity;
+    mod loader;
+    mod module;
+    mod rebuild;
+    mod reentry;
+    pub mod residency;
+    mod retire;
+    mod swap;
+    mod threads;
+    pub mod trust;
+    mod watch;
+
+    pub use build::build_module;
+    pub use error::Error;
+    pub use events::{SwapEvent, SwapTimings};
+    pub use hot::{Hot, Options, SwapMode};
+}
 pub use hotswap_macros::hot_module;
 
-/// What generated code uses. Not public API: no stability guarantees.
+/// What generated code uses. Not public API: no stability guarantees. The
+/// version in its name pairs it with the `hotswap-macros` that generates
+/// code against it (both are released together, at one exact version): a
+/// mismatched pair fails to compile on this path.
 #[doc(hidden)]
-pub mod __private {
-    pub use core::marker::PhantomData;
+pub mod __private_0_1 {
+    pub use hotswap_boundary::__private::*;
 
-    pub use abi_stable::std_types::{
-        ROption, RResult, RSlice, RStr, RString, RVec, Tuple1, Tuple2, Tuple3, Tuple4,
-    };
-    pub use abi_stable::type_layout::TypeLayout;
-    pub use abi_stable::StableAbi;
-
-    pub use core::ffi::c_void;
-
-    pub use crate::abi::{
-        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
-        ShimReturn,
-    };
-    pub use crate::export::{
-        run_exclusive, run_shared, run_stateless, Exclusive, Lifecycle, Shared, Signature,
-        Stateless,
-    };
+    #[cfg(feature = "host")]
     pub use crate::hot::{Hot, Pinned};
+    #[cfg(feature = "host")]
     pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
+    #[cfg(feature = "host")]
     pub use crate::module::{FnSpec, HotModule, Resolved, Shim};
 
-    /// `char` crosses as its scalar value.
-    pub fn char_to_ffi(value: char) -> u32 {
-        value.into()
-    }
+    /// The host side of a module (`Hot`, its guard and table), which a
+    /// module's own `cdylib` build leaves out: without the `host` feature
+    /// this expands to nothing, so a module crate compiles only the
+    /// boundary.
+    pub use crate::__hotswap_host_items as host_items;
+}
 
-    /// The inverse of [`char_to_ffi`]; the other side always sends valid
-    /// scalar values, anything else becomes U+FFFD.
-    pub fn char_from_ffi(value: u32) -> char {
-        char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER)
-    }
+#[cfg(feature = "host")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hotswap_host_items {
+    ($($item:tt)*) => { $($item)* };
+}
 
-    /// The text of a string the other side made, copied into memory of this
-    /// side. The other side's buffer is freed here, by its own code (it is
-    /// loaded for the length of the call): this side never frees, or keeps,
-    /// memory another side's allocator made.
-    pub fn string_from_ffi(value: RString) -> String {
-        value.as_str().to_owned()
-    }
-
-    /// The elements of a vector the other side made, moved into a vector of
-    /// this side's; see [`string_from_ffi`].
-    pub fn vec_from_ffi<T>(mut value: RVec<T>) -> Vec<T> {
-        let len = value.len();
-        let mut moved = Vec::with_capacity(len);
-        // SAFETY: the elements are moved bitwise into `moved`, which has room
-        // for `len`; `value` then forgets them (length 0) so they are not
-        // dropped twice, and frees only its buffer when it drops.
-        unsafe {
-            std::ptr::copy_nonoverlapping(value.as_ptr(), moved.as_mut_ptr(), len);
-            value.set_len(0);
-            moved.set_len(len);
-        }
-        moved
-    }
-
-    /// A type that may cross the module boundary as it is.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot cross the hot module boundary",
-        label = "does not implement `abi_stable::StableAbi`",
-        note = "derive `abi_stable::StableAbi` on it with `#[repr(C)]`, or use a supported type: integers, floats, `bool`, `char`, `()`, `&str`, `String`, `&[T]`, `Vec<T>`, `Option<T>`, `Result<T, E>` or tuples of up to 4 of these"
-    )]
-    pub trait CrossesBoundary {}
-    impl<T: StableAbi> CrossesBoundary for T {}
-
-    /// Compile-time check that `T` may cross the boundary as it is.
-    pub const fn assert_crosses<T: CrossesBoundary>() {}
+#[cfg(not(feature = "host"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hotswap_host_items {
+    ($($item:tt)*) => {};
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::abi::ThreadHooks;
-use crate::interpose::glibc_pthread_create;
+use hotswap_boundary::interpose::glibc_pthread_create;
 
 /// The threads and thread-local destructors of one loaded version.
 pub(crate) struct Tracker {
@@ -282,7 +282,7 @@ unsafe extern "C" fn key_create_hook(
         (None, None) => None,
     };
     // SAFETY: glibc's pthread_key_create with the caller's out-slot.
-    let status = unsafe { crate::interpose::glibc_pthread_key_create()(key, standing_in) };
+    let status = unsafe { hotswap_boundary::interpose::glibc_pthread_key_create()(key, standing_in) };
     if status == 0 {
         // SAFETY: glibc wrote the new key.
         lock(&tracker.keys).push((unsafe { *key }, slot));

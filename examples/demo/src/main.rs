@@ -149,7 +149,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-hotswap-runtime = {{ path = {runtime:?} }}
+hotswap-runtime = {{ path = {runtime:?}, default-features = false }}
 serde = {{ version = "1", features = ["derive"] }}
 
 [workspace]

@@ -22,7 +22,7 @@ use crate::abi::{
     FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, Receiver, SetupFn, ShimReturn,
     TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
 };
-use crate::loader::ShimFn;
+use crate::shim::ShimFn;
 
 /// Describes one exported function; shared by the module and the host.
 pub trait Signature: 'static {
@@ -149,7 +149,7 @@ impl ModuleDescriptor {
 }
 
 /// The message carried by a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {
@@ -161,7 +161,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The message of a caught panic; drops the payload inside the boundary,
 /// where a payload whose `Drop` panics too cannot unwind into the host.
-pub(crate) fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+pub fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     let message = panic_message(&*payload);
     if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
         // Dropping this one could panic again; leaking it cannot.

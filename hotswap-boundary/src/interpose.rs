@@ -37,12 +37,12 @@ static HOOKS: AtomicPtr<ThreadHooks> = AtomicPtr::new(std::ptr::null_mut());
 ///
 /// # Safety
 /// `hooks` stays valid for as long as this library is mapped.
-pub(crate) unsafe extern "C" fn install(hooks: *const ThreadHooks) {
+pub unsafe extern "C" fn install(hooks: *const ThreadHooks) {
     HOOKS.store(hooks.cast_mut(), Ordering::Release);
 }
 
 /// `pthread_create`'s signature.
-pub(crate) type CreateFn = unsafe extern "C" fn(
+pub type CreateFn = unsafe extern "C" fn(
     *mut c_void,
     *const c_void,
     unsafe extern "C" fn(*mut c_void) -> *mut c_void,
@@ -50,7 +50,7 @@ pub(crate) type CreateFn = unsafe extern "C" fn(
 ) -> c_int;
 
 /// `__cxa_thread_atexit_impl`'s signature.
-pub(crate) type ThreadAtexitFn =
+pub type ThreadAtexitFn =
     unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, *mut c_void) -> c_int;
 
 extern "C" {
@@ -72,7 +72,7 @@ fn glibc(name: &std::ffi::CStr, cache: &AtomicPtr<c_void>) -> *mut c_void {
 }
 
 /// glibc's `pthread_create`.
-pub(crate) fn glibc_pthread_create() -> CreateFn {
+pub fn glibc_pthread_create() -> CreateFn {
     static CACHE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     let found = glibc(c"pthread_create", &CACHE);
     // SAFETY: glibc's `pthread_create` has this signature.
@@ -80,7 +80,7 @@ pub(crate) fn glibc_pthread_create() -> CreateFn {
 }
 
 /// glibc's `__cxa_thread_atexit_impl`.
-pub(crate) fn glibc_thread_atexit() -> ThreadAtexitFn {
+pub fn glibc_thread_atexit() -> ThreadAtexitFn {
     static CACHE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     let found = glibc(c"__cxa_thread_atexit_impl", &CACHE);
     // SAFETY: glibc's `__cxa_thread_atexit_impl` has this signature.
@@ -107,11 +107,11 @@ unsafe extern "C" fn forward_pthread_create(
 }
 
 /// `pthread_key_create`'s signature.
-pub(crate) type KeyCreateFn =
+pub type KeyCreateFn =
     unsafe extern "C" fn(*mut u32, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int;
 
 /// glibc's `pthread_key_create`.
-pub(crate) fn glibc_pthread_key_create() -> KeyCreateFn {
+pub fn glibc_pthread_key_create() -> KeyCreateFn {
     static CACHE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     let found = glibc(c"pthread_key_create", &CACHE);
     // SAFETY: glibc's `pthread_key_create` has this signature.
