@@ -141,7 +141,7 @@ pub struct HandoffSink {
 /// compiled for (the host then holds a stronger lock than needed), never more.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Receiver {
+pub enum StateAccess {
     /// No state.
     None = 0,
     /// `&State`.
@@ -150,7 +150,7 @@ pub enum Receiver {
     Exclusive = 2,
 }
 
-impl std::fmt::Display for Receiver {
+impl std::fmt::Display for StateAccess {
     /// As the state parameter is written: `stateless`, `&State` or
     /// `&mut State`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,7 +162,7 @@ impl std::fmt::Display for Receiver {
     }
 }
 
-impl Receiver {
+impl StateAccess {
     /// Decodes the byte stored in a [`FnEntry`].
     pub fn from_byte(byte: u8) -> Option<Self> {
         match byte {
@@ -265,7 +265,7 @@ pub struct FnEntry {
     pub name: RStr<'static>,
     /// Its Rust signature, for error messages.
     pub signature: RStr<'static>,
-    /// A [`Receiver`] as a byte.
+    /// A [`StateAccess`] as a byte.
     pub receiver: u8,
     /// Layout of its return and argument types, compared with the host's.
     pub layout: &'static TypeLayout,

@@ -1,8 +1,8 @@
 //! The module side: what `#[hot_module]` generates code against.
 //!
 //! The macro describes each exported function with a marker type that
-//! implements [`Signature`] plus one of [`Stateless`], [`Shared`] or
-//! [`Exclusive`], and writes one `extern "C"` shim per function whose body
+//! implements [`Export`] plus one of [`CallStateless`], [`CallShared`] or
+//! [`CallExclusive`], and writes one `extern "C"` shim per function whose body
 //! is [`run_stateless`], [`run_shared`] or [`run_exclusive`]: those convert
 //! a panic into a [`ShimReturn`] report instead of unwinding across the
 //! boundary. This, and the `setup`/`teardown` shims, is the module-side
@@ -19,19 +19,29 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, Receiver, SetupFn, ShimReturn,
-    TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
+    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, SetupFn, ShimReturn,
+    StateAccess, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK,
+    STATUS_PANICKED,
 };
 use crate::shim::ShimFn;
 
 /// Describes one exported function; shared by the module and the host.
-pub trait Signature: 'static {
+///
+/// # Safety
+/// The host calls a library's shim for this function as [`Export::Fn`]
+/// once the library's [`Export::Layout`] matched its own. So `Fn` must be
+/// exactly `unsafe extern "C" fn(*mut c_void, *mut PanicMessage, Args...)
+/// -> ShimReturn<Ret>` with the argument and return types that `Layout`
+/// describes (`PhantomData<(Ret, Args...)>`), `RECEIVER` must be how the
+/// shim reaches the state, and `KEPT` must list every user type inside
+/// `Ret`. `#[hot_module]` writes these impls; nothing else should.
+pub unsafe trait Export: 'static {
     /// The function's name.
     const NAME: &'static str;
     /// Its Rust signature, for messages.
     const RUST_SIGNATURE: &'static str;
     /// How it reaches the state.
-    const RECEIVER: Receiver;
+    const RECEIVER: StateAccess;
     /// Its arguments as a tuple of FFI-safe types (each passed separately).
     type Args<'a>;
     /// Its FFI-safe return type.
@@ -47,13 +57,13 @@ pub trait Signature: 'static {
 }
 
 /// A function without state.
-pub trait Stateless: Signature {
+pub trait CallStateless: Export {
     /// Converts the arguments, calls the function, converts the result.
     fn call(args: Self::Args<'_>) -> Self::Ret;
 }
 
 /// A function taking `&State`.
-pub trait Shared: Signature {
+pub trait CallShared: Export {
     /// The module state.
     type State;
     /// Converts the arguments, calls the function, converts the result.
@@ -61,7 +71,7 @@ pub trait Shared: Signature {
 }
 
 /// A function taking `&mut State`.
-pub trait Exclusive: Signature {
+pub trait CallExclusive: Export {
     /// The module state.
     type State;
     /// Converts the arguments, calls the function, converts the result.
@@ -81,7 +91,7 @@ pub trait Lifecycle: 'static {
 }
 
 impl FnEntry {
-    const fn of<E: Signature>(call: *const c_void) -> Self {
+    const fn of<E: Export>(call: *const c_void) -> Self {
         Self {
             name: RStr::from_str(E::NAME),
             signature: RStr::from_str(E::RUST_SIGNATURE),
@@ -92,17 +102,17 @@ impl FnEntry {
     }
 
     /// The entry of a stateless function; `call` is its shim.
-    pub const fn stateless<E: Stateless>(call: *const c_void) -> Self {
+    pub const fn stateless<E: CallStateless>(call: *const c_void) -> Self {
         Self::of::<E>(call)
     }
 
     /// The entry of a `&State` function; `call` is its shim.
-    pub const fn shared<E: Shared>(call: *const c_void) -> Self {
+    pub const fn shared<E: CallShared>(call: *const c_void) -> Self {
         Self::of::<E>(call)
     }
 
     /// The entry of a `&mut State` function; `call` is its shim.
-    pub const fn exclusive<E: Exclusive>(call: *const c_void) -> Self {
+    pub const fn exclusive<E: CallExclusive>(call: *const c_void) -> Self {
         Self::of::<E>(call)
     }
 }
@@ -205,7 +215,7 @@ fn returned<R>(outcome: std::thread::Result<R>, slot: *mut PanicMessage) -> Shim
 /// # Safety
 /// `slot` is valid for writes (the host's message slot for this call).
 #[inline(always)]
-pub unsafe fn run_stateless<E: Stateless>(
+pub unsafe fn run_stateless<E: CallStateless>(
     slot: *mut PanicMessage,
     args: E::Args<'_>,
 ) -> ShimReturn<E::Ret> {
@@ -218,7 +228,7 @@ pub unsafe fn run_stateless<E: Stateless>(
 /// As [`run_stateless`], and `state` is this version's live state, which the
 /// host holds at least a shared lock on.
 #[inline(always)]
-pub unsafe fn run_shared<E: Shared>(
+pub unsafe fn run_shared<E: CallShared>(
     state: *mut c_void,
     slot: *mut PanicMessage,
     args: E::Args<'_>,
@@ -237,7 +247,7 @@ pub unsafe fn run_shared<E: Shared>(
 /// As [`run_stateless`], and `state` is this version's live state, which the
 /// host holds the exclusive lock on.
 #[inline(always)]
-pub unsafe fn run_exclusive<E: Exclusive>(
+pub unsafe fn run_exclusive<E: CallExclusive>(
     state: *mut c_void,
     slot: *mut PanicMessage,
     args: E::Args<'_>,

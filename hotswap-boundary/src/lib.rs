@@ -41,14 +41,14 @@ pub mod __private {
     pub use abi_stable::StableAbi;
 
     pub use crate::abi::{
-        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
-        ShimReturn,
+        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, ShimReturn,
+        StateAccess,
     };
     pub use crate::convert::{
         assert_crosses, char_from_ffi, char_to_ffi, string_from_ffi, vec_from_ffi, CrossesBoundary,
     };
     pub use crate::export::{
-        run_exclusive, run_shared, run_stateless, Exclusive, Lifecycle, Shared, Signature,
-        Stateless,
+        run_exclusive, run_shared, run_stateless, CallExclusive, CallShared, CallStateless, Export,
+        Lifecycle,
     };
 }

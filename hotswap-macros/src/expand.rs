@@ -126,6 +126,8 @@ fn generate(module: &Module) -> TokenStream {
                 #(pub #names: #p::Shim<#markers>,)*
             }
 
+            impl #p::Sealed for __HotModule {}
+
             impl #p::HotModule for __HotModule {
                 const MODULE: &'static str = #module_name;
                 const CRATE: &'static str = #crate_name;
@@ -190,7 +192,7 @@ fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
         .map_or_else(|| quote!(()), |ret| ret.ffi_type(lifetime))
 }
 
-/// The marker type, `extern "C"` shim and `Signature`/call impls of one
+/// The marker type, `extern "C"` shim and `Export`/call impls of one
 /// exported function (module side).
 fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let p = quote!(::hotswap_runtime::__private_0_1);
@@ -230,21 +232,21 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let (receiver, call_trait, state_param, state_arg, run) = match (function.receiver, state) {
         (Receiver::Shared, Some(state)) => (
             quote!(Shared),
-            quote!(#p::Shared),
+            quote!(#p::CallShared),
             quote!(__hotswap_state: &#state,),
             quote!(__hotswap_state,),
             quote!(#p::run_shared::<#marker>(__hotswap_state, __hotswap_panic, (#(#vars,)*))),
         ),
         (Receiver::Exclusive, Some(state)) => (
             quote!(Exclusive),
-            quote!(#p::Exclusive),
+            quote!(#p::CallExclusive),
             quote!(__hotswap_state: &mut #state,),
             quote!(__hotswap_state,),
             quote!(#p::run_exclusive::<#marker>(__hotswap_state, __hotswap_panic, (#(#vars,)*))),
         ),
         _ => (
             quote!(None),
-            quote!(#p::Stateless),
+            quote!(#p::CallStateless),
             quote!(),
             quote!(),
             quote!({
@@ -277,10 +279,12 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
             unsafe { #run }
         }
 
-        impl #p::Signature for #marker {
+        // SAFETY: `Fn`, `Layout`, `RECEIVER` and `KEPT` are written from
+        // the same parsed signature as the shim above.
+        unsafe impl #p::Export for #marker {
             const NAME: &'static str = #name;
             const RUST_SIGNATURE: &'static str = #signature;
-            const RECEIVER: #p::Receiver = #p::Receiver::#receiver;
+            const RECEIVER: #p::StateAccess = #p::StateAccess::#receiver;
             type Args<#borrowed> = (#(#arg_types,)*);
             type Ret = #ret;
             type Fn<#borrowed> = unsafe extern "C" fn(*mut #p::c_void, *mut #p::PanicMessage, #(#arg_types),*) -> #p::ShimReturn<#ret>;

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::export::Signature;
+use crate::export::Export;
 use crate::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::module::{HotModule, Shim};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
 use crate::reentry::{self, Frame, Holding, Inside};
 use crate::residency::FileId;
-use crate::swap::{BeforeLoad, Loading, Shared, SlotState, StateSlot, Version};
+use crate::swap::{BeforeLoad, Core, Loading, SlotState, StateSlot, Version};
 use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
 use crate::watch::{self, WatchThread};
 
@@ -140,9 +140,11 @@ impl Options {
         self
     }
 
-    /// Test hook: runs after a build passed the trust checks, right before
-    /// it is loaded, with the path it was read from.
+    /// Test hook (feature `test-hooks`): runs after a build passed the
+    /// trust checks, right before it is loaded, with the path it was read
+    /// from.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __before_load(mut self, hook: impl Fn(&Path) + Send + Sync + 'static) -> Self {
         self.before_load = Some(Arc::new(hook));
         self
@@ -166,7 +168,7 @@ pub struct Hot<M: HotModule> {
     // First: stopped (and joined) before the shared core drops.
     rebuilder: Option<WatchThread>,
     watcher: Option<WatchThread>,
-    shared: Arc<Shared<M>>,
+    shared: Arc<Core<M>>,
 }
 
 impl<M: HotModule> Hot<M> {
@@ -211,7 +213,7 @@ impl<M: HotModule> Hot<M> {
             trust: options.trust,
             before_load: options.before_load,
         };
-        let shared = Arc::new(Shared::<M>::open(source, loading)?);
+        let shared = Arc::new(Core::<M>::open(source, loading)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
         let (watcher, rebuilder) = match options.swap_mode {
             SwapMode::Manual => (None, None),
@@ -315,7 +317,7 @@ impl<M: HotModule> std::fmt::Debug for Hot<M> {
 
 /// A version pinned by a guard: the generated guard methods call through it.
 pub struct Pinned<'a, M: HotModule> {
-    shared: &'a Shared<M>,
+    shared: &'a Core<M>,
     version: arc_swap::Guard<Arc<Version<M>>>,
 }
 
@@ -342,7 +344,7 @@ impl<M: HotModule> Pinned<'_, M> {
     /// exclusive borrow of the state is still live. A `&State` call inside a
     /// `&State` call is served.
     #[inline]
-    pub fn call_shared<E: Signature, R>(
+    pub fn call_shared<E: Export, R>(
         &self,
         select: impl Fn(&M::Table) -> &Shim<E>,
         call: impl FnOnce(&Shim<E>, &SharedState<'_>) -> Result<R, ModulePanic>,
@@ -379,7 +381,7 @@ impl<M: HotModule> Pinned<'_, M> {
     /// (a callback from the module into the host): the outer call's borrow
     /// of the state is still live, so no exclusive one can be made.
     #[inline]
-    pub fn call_exclusive<E: Signature, R>(
+    pub fn call_exclusive<E: Export, R>(
         &self,
         select: impl Fn(&M::Table) -> &Shim<E>,
         call: impl FnOnce(&Shim<E>, &mut ExclusiveState<'_>) -> Result<R, ModulePanic>,

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Serialize, Serializer};
 
-pub use crate::abi::Receiver;
+pub use crate::abi::StateAccess;
 use crate::abi::{AbiStableVersion, ModuleDescriptor, ModuleHeader, SYMBOL_PREFIX};
 use crate::error::Error;
 use crate::integrity::{check_loadable, module_symbols};
@@ -114,7 +114,7 @@ pub struct FunctionInfo {
     pub signature: String,
     /// How it reaches the module state.
     #[serde(serialize_with = "as_text")]
-    pub receiver: Receiver,
+    pub receiver: StateAccess,
 }
 
 /// The verdict on one module of the old library.
@@ -273,7 +273,7 @@ fn describe(path: &Path, symbol: &str, header: &ModuleHeader) -> Result<ModuleIn
         .iter()
         .map(|entry| {
             let receiver =
-                Receiver::from_byte(entry.receiver).ok_or_else(|| Error::Incompatible {
+                StateAccess::from_byte(entry.receiver).ok_or_else(|| Error::Incompatible {
                     path: path.to_owned(),
                     detail: format!(
                         "function `{}` has an unknown receiver ({})",
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn receivers_read_as_they_are_written() {
-        let shown: Vec<String> = [Receiver::None, Receiver::Shared, Receiver::Exclusive]
+        let shown: Vec<String> = [StateAccess::None, StateAccess::Shared, StateAccess::Exclusive]
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -195,6 +195,8 @@
 //! holds.
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 // The boundary, under the paths the host code names it by.
 #[cfg(feature = "host")]
@@ -205,7 +207,7 @@ macro_rules! host {
 }
 
 host! {
-    mod build;
+    mod cargo_build;
     mod deps;
     mod error;
     mod events;
@@ -223,10 +225,11 @@ host! {
     pub mod trust;
     mod watch;
 
-    pub use build::build_module;
+    pub use cargo_build::build_module;
     pub use error::Error;
     pub use events::{SwapEvent, SwapTimings};
     pub use hot::{Hot, Options, SwapMode};
+    pub use module::HotModule;
 }
 pub use hotswap_macros::hot_module;
 
@@ -243,7 +246,7 @@ pub mod __private_0_1 {
     #[cfg(feature = "host")]
     pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
     #[cfg(feature = "host")]
-    pub use crate::module::{FnSpec, HotModule, Resolved, Shim};
+    pub use crate::module::{FnSpec, HotModule, Resolved, Sealed, Shim};
 
     /// The host side of a module (`Hot`, its guard and table), which a
     /// module's own `cdylib` build leaves out: without the `host` feature

@@ -44,11 +44,11 @@ use abi_stable::type_layout::{TLData, TLPrimitive, TypeLayout};
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::abi::{
-    self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, PanicMessage, Receiver,
+    self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, PanicMessage, StateAccess,
     ThreadHooks, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
 };
 use crate::error::Error;
-use crate::export::Signature;
+use crate::export::Export;
 use hotswap_boundary::shim::ShimFn;
 use crate::integrity::check_loadable;
 use crate::module::{FnSpec, Resolved, Shim};
@@ -550,7 +550,7 @@ fn resolve(
             found: entry.signature.to_string(),
             details,
         };
-        match Receiver::from_byte(entry.receiver) {
+        match StateAccess::from_byte(entry.receiver) {
             Some(receiver) if receiver <= spec.receiver => {}
             _ => {
                 return Err(changed(
@@ -720,11 +720,11 @@ impl StatePtr {
 }
 
 
-impl<E: Signature> Shim<E> {
+impl<E: Export> Shim<E> {
     /// Calls a stateless function.
     #[inline(always)]
     pub fn invoke_stateless(&self, args: E::Args<'_>) -> Result<E::Ret, ModulePanic> {
-        const { assert!(E::RECEIVER as u8 == Receiver::None as u8) };
+        const { assert!(E::RECEIVER as u8 == StateAccess::None as u8) };
         self.invoke(ptr::null_mut(), args)
     }
 
@@ -735,7 +735,7 @@ impl<E: Signature> Shim<E> {
         state: &SharedState<'_>,
         args: E::Args<'_>,
     ) -> Result<E::Ret, ModulePanic> {
-        const { assert!(E::RECEIVER as u8 == Receiver::Shared as u8) };
+        const { assert!(E::RECEIVER as u8 == StateAccess::Shared as u8) };
         self.invoke(state.ptr, args)
     }
 
@@ -746,7 +746,7 @@ impl<E: Signature> Shim<E> {
         state: &mut ExclusiveState<'_>,
         args: E::Args<'_>,
     ) -> Result<E::Ret, ModulePanic> {
-        const { assert!(E::RECEIVER as u8 == Receiver::Exclusive as u8) };
+        const { assert!(E::RECEIVER as u8 == StateAccess::Exclusive as u8) };
         self.invoke(state.ptr, args)
     }
 

@@ -7,8 +7,8 @@ use abi_stable::StableAbi;
 
 use std::ffi::c_void;
 
-use crate::abi::Receiver;
-use crate::export::Signature;
+use crate::abi::StateAccess;
+use crate::export::Export;
 use crate::hot::Pinned;
 
 /// A function the host calls, as it was compiled.
@@ -19,7 +19,7 @@ pub struct FnSpec {
     /// Its Rust signature.
     pub signature: &'static str,
     /// How it reaches the state.
-    pub receiver: Receiver,
+    pub receiver: StateAccess,
     /// Layout of its return and argument types.
     pub layout: &'static TypeLayout,
     /// Layouts of the types in its return value that the host keeps as the
@@ -29,7 +29,7 @@ pub struct FnSpec {
 
 impl FnSpec {
     /// The spec of the function described by `E`.
-    pub const fn of<E: Signature>() -> Self {
+    pub const fn of<E: Export>() -> Self {
         Self {
             name: E::NAME,
             signature: E::RUST_SIGNATURE,
@@ -40,9 +40,15 @@ impl FnSpec {
     }
 }
 
-/// Implemented by `#[hot_module]` for a marker type inside the module; the
-/// generated `Hot` is `hotswap_runtime::Hot<that marker>`.
-pub trait HotModule: Sized + 'static {
+/// A module annotated with `#[hot_module]`: the bound on [`Hot`](crate::Hot).
+///
+/// The macro implements it for a marker type inside each module, and the
+/// module's `Hot` is `hotswap_runtime::Hot<that marker>`; write
+/// `Hot<M: HotModule>` to be generic over hot modules. Sealed: it can only
+/// be implemented by `#[hot_module]` (the supertrait is in the runtime's
+/// private, versioned path), because the runtime relies on the functions it
+/// lists being the ones the macro exported and checked.
+pub trait HotModule: Sealed + Sized + 'static {
     /// The module's name.
     const MODULE: &'static str;
     /// The crate's name (part of the exported symbol).
@@ -59,6 +65,11 @@ pub trait HotModule: Sized + 'static {
     fn guard(pinned: Pinned<'_, Self>) -> Self::Guard<'_>;
 }
 
+/// Seals [`HotModule`]: implemented only by `#[hot_module]`'s generated
+/// code.
+#[doc(hidden)]
+pub trait Sealed {}
+
 /// The functions of one library, checked against [`HotModule::FUNCTIONS`].
 pub struct Resolved {
     pub(crate) entries: Vec<(FnSpec, *const c_void)>,
@@ -70,7 +81,7 @@ impl Resolved {
     /// # Panics
     /// If `E` is not one of [`HotModule::FUNCTIONS`]: generated code lists
     /// every function it resolves, so this means a bug in the macro.
-    pub fn shim<E: Signature>(&self) -> Shim<E> {
+    pub fn shim<E: Export>(&self) -> Shim<E> {
         let (_, raw) = self
             .entries
             .iter()
@@ -87,7 +98,7 @@ impl Resolved {
     }
 }
 
-/// A checked entry point of a loaded version, typed by its [`Signature`].
+/// A checked entry point of a loaded version, typed by its [`Export`].
 ///
 /// Deliberately neither `Copy` nor `Clone`: it is reachable only by
 /// borrowing the version that owns it, so it cannot outlive its library.

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use notify::RecursiveMode;
 
-use crate::build::CargoBuild;
+use crate::cargo_build::CargoBuild;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::hot::SwapMode;
 use crate::module::HotModule;
-use crate::swap::{Build, Shared};
+use crate::swap::{Candidate, Core};
 use crate::watch::{Message, WatchThread};
 
 /// Default quiet time after the last save before a build starts: editors
@@ -67,7 +67,7 @@ impl RebuildPlan {
 /// Starts rebuilding on save; dropping the thread stops it (killing a build
 /// in progress).
 pub(crate) fn start<M: HotModule>(
-    shared: Arc<Shared<M>>,
+    shared: Arc<Core<M>>,
     plan: RebuildPlan,
     mode: SwapMode,
 ) -> Result<WatchThread, Error> {
@@ -174,7 +174,7 @@ impl Sources {
 }
 
 fn rebuild_loop<M: HotModule>(
-    shared: &Shared<M>,
+    shared: &Core<M>,
     cargo: &CargoBuild,
     sources: &Sources,
     receiver: &Receiver<Message>,
@@ -253,8 +253,8 @@ fn next_save(receiver: &Receiver<Message>, sources: &Sources) -> bool {
     }
 }
 
-fn swap_in<M: HotModule>(shared: &Shared<M>, library: &Path, mode: SwapMode) {
-    match Build::read(library) {
+fn swap_in<M: HotModule>(shared: &Core<M>, library: &Path, mode: SwapMode) {
+    match Candidate::read(library) {
         Ok(build) if mode == SwapMode::OnGet => shared.offer(build),
         // Errors are recorded and reported by the swap itself.
         Ok(build) => drop(shared.swap_if_new(build)),

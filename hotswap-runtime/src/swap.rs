@@ -30,7 +30,7 @@ use crate::trust::{containing_directories, signature_path, TrustPolicy};
 
 /// A build read from disk, with its content digest and what the trust
 /// checks need to know about where it came from.
-pub(crate) struct Build {
+pub(crate) struct Candidate {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     /// XXH3-128 of the bytes: tells builds apart, fast enough (several GB/s)
@@ -46,7 +46,7 @@ pub(crate) struct Build {
     pub signature: std::io::Result<Vec<u8>>,
 }
 
-impl Build {
+impl Candidate {
     pub(crate) fn read(path: &Path) -> Result<Self, Error> {
         let failed = |error| Error::Read {
             path: path.to_owned(),
@@ -149,7 +149,7 @@ pub(crate) struct StateSlot<M: HotModule> {
 struct SwapRecord {
     /// The digest of the serving build.
     serving: u128,
-    /// [`Build::identity`] of the last build refused for what it is (not
+    /// [`Candidate::identity`] of the last build refused for what it is (not
     /// for a reason that may pass, [`Error::is_transient`]).
     refused: Option<u128>,
 }
@@ -165,7 +165,7 @@ pub(crate) struct RetryPlan {
 }
 
 /// Everything a `Hot` and its watcher share.
-pub(crate) struct Shared<M: HotModule> {
+pub(crate) struct Core<M: HotModule> {
     pub source: PathBuf,
     pub current: ArcSwap<Version<M>>,
     pub state: RwLock<StateSlot<M>>,
@@ -175,7 +175,7 @@ pub(crate) struct Shared<M: HotModule> {
     last_error: Arc<Mutex<Option<Error>>>,
     pub events: EventHub,
     /// A detected build waiting for the next `get()` (`SwapMode::OnGet`).
-    pending: Mutex<Option<Build>>,
+    pending: Mutex<Option<Candidate>>,
     pub has_pending: AtomicBool,
     loading: Loading,
 }
@@ -195,7 +195,7 @@ impl Loading {
     /// returns the version and the time spent checking the loaded library.
     fn load<M: HotModule>(
         &self,
-        build: &Build,
+        build: &Candidate,
         generation: u64,
         events: &EventHub,
         last_error: &Arc<Mutex<Option<Error>>>,
@@ -247,12 +247,12 @@ impl Loading {
     }
 }
 
-impl<M: HotModule> Shared<M> {
+impl<M: HotModule> Core<M> {
     /// Loads the first version and runs `setup(None)`.
     pub fn open(source: PathBuf, loading: Loading) -> Result<Self, Error> {
         let events = EventHub::default();
         let last_error = Arc::default();
-        let build = Build::read(&source)?;
+        let build = Candidate::read(&source)?;
         let (version, _) = loading.load::<M>(&build, 0, &events, &last_error)?;
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
@@ -301,7 +301,7 @@ impl<M: HotModule> Shared<M> {
     }
 
     /// Leaves `build` for the next `get()` to swap in.
-    pub fn offer(&self, build: Build) {
+    pub fn offer(&self, build: Candidate) {
         // Flag and slot change together, under the lock.
         let mut pending = lock(&self.pending);
         *pending = Some(build);
@@ -326,14 +326,14 @@ impl<M: HotModule> Shared<M> {
 
     /// Swaps in `build`, or the file now at `source` when `None`. Records
     /// and reports the outcome.
-    pub fn swap(&self, build: Option<Build>) -> Result<(), Error> {
+    pub fn swap(&self, build: Option<Candidate>) -> Result<(), Error> {
         self.swap_unless_known(build, false, None)
     }
 
     /// Swaps in `build` unless it is what already serves or was refused
     /// already: a build that both the rebuilder and the file watcher saw is
     /// swapped in, or reported, once.
-    pub fn swap_if_new(&self, build: Build) -> Result<(), Error> {
+    pub fn swap_if_new(&self, build: Candidate) -> Result<(), Error> {
         self.swap_unless_known(Some(build), true, None)
     }
 
@@ -343,16 +343,16 @@ impl<M: HotModule> Shared<M> {
         reentry::holding(std::ptr::from_ref(self).cast()).is_some()
     }
 
-    /// [`Shared::swap_if_new`] for the watcher, which tries a build that
+    /// [`Core::swap_if_new`] for the watcher, which tries a build that
     /// failed for a reason that may pass again as `retry` says: such a
     /// failure is reported as [`SwapEvent::Retrying`], not as a refusal.
-    pub fn swap_or_retry(&self, build: Build, retry: RetryPlan) -> Result<(), Error> {
+    pub fn swap_or_retry(&self, build: Candidate, retry: RetryPlan) -> Result<(), Error> {
         self.swap_unless_known(Some(build), true, Some(retry))
     }
 
     fn swap_unless_known(
         &self,
-        build: Option<Build>,
+        build: Option<Candidate>,
         skip_known: bool,
         retry: Option<RetryPlan>,
     ) -> Result<(), Error> {
@@ -362,7 +362,7 @@ impl<M: HotModule> Shared<M> {
             return Err(error);
         }
         let mut record = lock(&self.swapping);
-        let build = build.map_or_else(|| Build::read(&self.source), Ok);
+        let build = build.map_or_else(|| Candidate::read(&self.source), Ok);
         if let (true, Ok(build)) = (skip_known, &build) {
             if build.digest == record.serving {
                 // Whatever failed since, what serves is this build.
@@ -441,7 +441,7 @@ impl<M: HotModule> Shared<M> {
     }
 
     /// Loads `build` and swaps it in; returns the `Swapped` event to report.
-    fn swap_in(&self, build: &Build) -> Result<SwapEvent, Error> {
+    fn swap_in(&self, build: &Candidate) -> Result<SwapEvent, Error> {
         let started = Instant::now();
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
@@ -537,7 +537,7 @@ impl<M: HotModule> Shared<M> {
     }
 }
 
-impl<M: HotModule> Drop for Shared<M> {
+impl<M: HotModule> Drop for Core<M> {
     fn drop(&mut self) {
         let slot = self.state.get_mut();
         if let SlotState::Live(state) = mem::replace(&mut slot.state, SlotState::Stateless) {

@@ -70,7 +70,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::deps::{admit_from_disk, pin_loaded, Dynamic, Pin};
-use crate::swap::Build;
+use crate::swap::Candidate;
 
 /// What a signature signs: this prefix, then the SHA-256 of the library.
 /// The prefix keeps these signatures from meaning anything elsewhere.
@@ -520,7 +520,7 @@ impl TrustPolicy {
     /// Whether this build may be loaded, with `dynamic` its dynamic
     /// section. Returns the libraries it needs that are already loaded,
     /// held until the build is loaded.
-    pub fn check(&self, build: &Build, dynamic: &Dynamic) -> Result<Vec<Pin>, TrustProblem> {
+    pub fn check(&self, build: &Candidate, dynamic: &Dynamic) -> Result<Vec<Pin>, TrustProblem> {
         if self.check_permissions {
             permissions(&build.path, &build.file)?;
             for (directory, metadata) in &build.directories {

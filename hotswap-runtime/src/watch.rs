@@ -30,7 +30,7 @@ use crate::events::SwapEvent;
 use crate::hot::SwapMode;
 use crate::integrity::check_shared_library;
 use crate::module::HotModule;
-use crate::swap::{Build, RetryPlan, Shared};
+use crate::swap::{Candidate, Core, RetryPlan};
 use crate::trust::signature_path;
 
 /// How long the file must be left alone before it is read.
@@ -98,7 +98,7 @@ impl Drop for WatchThread {
 
 /// Starts watching the library of `shared` for new builds.
 pub(crate) fn start<M: HotModule>(
-    shared: Arc<Shared<M>>,
+    shared: Arc<Core<M>>,
     mode: SwapMode,
 ) -> Result<WatchThread, Error> {
     // Watch the directory: a build replaced by rename or hard link is a
@@ -127,7 +127,7 @@ enum Wake {
 /// A build that failed for a reason that may pass, waiting for its next
 /// attempt.
 struct Retry {
-    /// [`Build::identity`] of the build; `None` when the file could not be
+    /// [`Candidate::identity`] of the build; `None` when the file could not be
     /// read at all.
     identity: Option<u128>,
     /// How many attempts failed so far.
@@ -161,7 +161,7 @@ impl Retry {
     }
 }
 
-fn watch<M: HotModule>(shared: &Shared<M>, receiver: &Receiver<Message>, mode: SwapMode) {
+fn watch<M: HotModule>(shared: &Core<M>, receiver: &Receiver<Message>, mode: SwapMode) {
     let path = shared.source.as_path();
     let mut reported: Option<u128> = None;
     let mut incomplete_since: Option<Instant> = None;
@@ -307,9 +307,9 @@ fn concerns(event: &notify::Result<notify::Event>, path: &Path) -> bool {
 /// Reads the file if nobody wrote to it while it was read: `Ok(None)` if
 /// somebody did, or if there is no file (a build replaced by removing the
 /// old one first, as cargo does, is followed by another event).
-fn read_finished(path: &Path) -> Result<Option<Build>, Error> {
+fn read_finished(path: &Path) -> Result<Option<Candidate>, Error> {
     // The build records the opened file's metadata from before it was read.
-    let build = match Build::read(path) {
+    let build = match Candidate::read(path) {
         Ok(build) => build,
         Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None)
