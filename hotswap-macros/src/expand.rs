@@ -128,16 +128,19 @@ fn generate(module: &Module) -> TokenStream {
 
             impl #p::Sealed for __HotModule {}
 
-            impl #p::HotModule for __HotModule {
+            impl #p::ModuleSpec for __HotModule {
                 const MODULE: &'static str = #module_name;
                 const CRATE: &'static str = #crate_name;
                 const FUNCTIONS: &'static [#p::FnSpec] = &[#(#p::FnSpec::of::<#markers>()),*];
                 type Table = __HotTable;
-                type Guard<'__hotswap> = HotGuard<'__hotswap>;
 
                 fn table(__hotswap_functions: &#p::Resolved) -> __HotTable {
                     __HotTable { #(#names: __hotswap_functions.shim::<#markers>(),)* }
                 }
+            }
+
+            impl #p::HotModule for __HotModule {
+                type Guard<'__hotswap> = HotGuard<'__hotswap>;
 
                 fn guard(__hotswap_pinned: #p::Pinned<'_, Self>) -> HotGuard<'_> {
                     HotGuard { __pinned: __hotswap_pinned }

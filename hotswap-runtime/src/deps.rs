@@ -28,7 +28,9 @@ use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
 use object::Endianness;
 
 use crate::integrity::check_shared_library;
-use crate::trust::{containing_directories, permissions, TrustProblem};
+use crate::files::{containing_directories, permissions};
+pub(crate) use crate::problem::names_origin;
+use crate::problem::TrustProblem;
 
 /// What a library's dynamic section says about the libraries it needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -132,11 +134,6 @@ impl Dynamic {
     }
 }
 
-/// Whether a search path entry names `$ORIGIN`, the directory of the
-/// library the entry is in.
-pub(crate) fn names_origin(entry: &str) -> bool {
-    entry.contains("$ORIGIN") || entry.contains("${ORIGIN}")
-}
 
 /// A library already in the process, held open so that it stays there
 /// until the module that needs it is loaded (closed on drop).

@@ -39,7 +39,7 @@ pub enum Error {
         /// The library.
         path: PathBuf,
         /// What is wrong.
-        problem: crate::trust::TrustProblem,
+        problem: crate::problem::TrustProblem,
     },
 
     /// The build's bytes could not be loaded as they were checked: the

@@ -207,29 +207,43 @@ macro_rules! host {
 }
 
 host! {
-    mod cargo_build;
-    mod deps;
-    mod error;
-    mod events;
-    mod hot;
-    pub mod inspect;
-    mod integrity;
-    mod loader;
-    mod module;
-    mod rebuild;
-    mod reentry;
-    pub mod residency;
-    mod retire;
-    mod swap;
-    mod threads;
-    pub mod trust;
-    mod watch;
+    // The host in layers; each file imports only from layers above it (no
+    // import cycle between files), and the swap reads top to bottom:
+    //
+    // base: what every layer reports with
+    mod digest; //     SHA-256 digests, hex keys
+    mod problem; //    why a build is not trusted
+    mod error; //      the one error enum
+    pub mod residency; // which files are mapped, by device and inode
+    mod events; //     swap events and their fan-out
+    // admit: a build from disk, decided on before any of its code runs
+    mod files; //      ownership, permissions, directories, `.sig` path
+    mod candidate; //  the bytes read once, with where they came from
+    mod integrity; //  a complete ELF library exporting the module
+    mod deps; //       the libraries it needs (DT_NEEDED, RUNPATH)
+    pub mod trust; //  the policy: permissions, digests, signatures
+    // ffi: loading and calling foreign code (most of the host's `unsafe`;
+    // the rest is `deps`' loaded-library queries and `reentry`'s frames)
+    mod module; //     what the host was compiled against, typed shims
+    mod loader; //     memfd, dlopen, header and layout checks, calls, dlclose
+    mod threads; //    a version's threads and thread-local destructors
+    // serve: versions, pinning, the critical section, retiring
+    mod reentry; //    which module state this thread is inside a call of
+    mod retire; //     unload once nothing of a version can run
+    mod swap; //       the swap core: load, check, teardown -> setup, publish
+    mod options; //    how a `Hot` is set up
+    // what runs beside the swap core, then the API on top
+    mod watch; //      picking up new builds
+    mod cargo_build; // running cargo for a module crate
+    mod rebuild; //    rebuild on save
+    mod hot; //        `Hot`, `HotModule`, `Pinned`
+    pub mod inspect; // reading and comparing builds (the CLI's core)
 
     pub use cargo_build::build_module;
     pub use error::Error;
     pub use events::{SwapEvent, SwapTimings};
-    pub use hot::{Hot, Options, SwapMode};
-    pub use module::HotModule;
+    pub use hot::{Hot, HotModule};
+    pub use options::{Options, SwapMode};
 }
 pub use hotswap_macros::hot_module;
 
@@ -242,11 +256,11 @@ pub mod __private_0_1 {
     pub use hotswap_boundary::__private::*;
 
     #[cfg(feature = "host")]
-    pub use crate::hot::{Hot, Pinned};
+    pub use crate::hot::{Hot, HotModule, Pinned};
     #[cfg(feature = "host")]
     pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
     #[cfg(feature = "host")]
-    pub use crate::module::{FnSpec, HotModule, Resolved, Sealed, Shim};
+    pub use crate::module::{FnSpec, ModuleSpec, Resolved, Sealed, Shim};
 
     /// The host side of a module (`Hot`, its guard and table), which a
     /// module's own `cdylib` build leaves out: without the `host` feature

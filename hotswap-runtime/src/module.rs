@@ -9,7 +9,6 @@ use std::ffi::c_void;
 
 use crate::abi::StateAccess;
 use crate::export::Export;
-use crate::hot::Pinned;
 
 /// A function the host calls, as it was compiled.
 #[derive(Clone, Copy, Debug)]
@@ -40,15 +39,12 @@ impl FnSpec {
     }
 }
 
-/// A module annotated with `#[hot_module]`: the bound on [`Hot`](crate::Hot).
-///
-/// The macro implements it for a marker type inside each module, and the
-/// module's `Hot` is `hotswap_runtime::Hot<that marker>`; write
-/// `Hot<M: HotModule>` to be generic over hot modules. Sealed: it can only
-/// be implemented by `#[hot_module]` (the supertrait is in the runtime's
-/// private, versioned path), because the runtime relies on the functions it
-/// lists being the ones the macro exported and checked.
-pub trait HotModule: Sealed + Sized + 'static {
+/// What the host knows about a module at compile time, as the swap core
+/// needs it: its names, the functions it calls, and how to type a loaded
+/// version's functions. Implemented by `#[hot_module]`, with
+/// [`HotModule`](crate::HotModule), the bound users see.
+#[doc(hidden)]
+pub trait ModuleSpec: Sealed + Sized + 'static {
     /// The module's name.
     const MODULE: &'static str;
     /// The crate's name (part of the exported symbol).
@@ -57,20 +53,16 @@ pub trait HotModule: Sealed + Sized + 'static {
     const FUNCTIONS: &'static [FnSpec];
     /// Typed entry points of one loaded version.
     type Table: Send + Sync + 'static;
-    /// What `Hot::get` returns: one method per exported function.
-    type Guard<'a>;
     /// Builds the table from the checked functions.
     fn table(functions: &Resolved) -> Self::Table;
-    /// Wraps a pinned version into the typed guard.
-    fn guard(pinned: Pinned<'_, Self>) -> Self::Guard<'_>;
 }
 
-/// Seals [`HotModule`]: implemented only by `#[hot_module]`'s generated
-/// code.
+/// Seals [`HotModule`](crate::HotModule): implemented only by
+/// `#[hot_module]`'s generated code.
 #[doc(hidden)]
 pub trait Sealed {}
 
-/// The functions of one library, checked against [`HotModule::FUNCTIONS`].
+/// The functions of one library, checked against [`ModuleSpec::FUNCTIONS`].
 pub struct Resolved {
     pub(crate) entries: Vec<(FnSpec, *const c_void)>,
 }
@@ -79,7 +71,7 @@ impl Resolved {
     /// The checked entry point of `E`.
     ///
     /// # Panics
-    /// If `E` is not one of [`HotModule::FUNCTIONS`]: generated code lists
+    /// If `E` is not one of [`ModuleSpec::FUNCTIONS`]: generated code lists
     /// every function it resolves, so this means a bug in the macro.
     pub fn shim<E: Export>(&self) -> Shim<E> {
         let (_, raw) = self

@@ -18,9 +18,10 @@ use notify::RecursiveMode;
 use crate::cargo_build::CargoBuild;
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::hot::SwapMode;
-use crate::module::HotModule;
-use crate::swap::{Candidate, Core};
+use crate::options::SwapMode;
+use crate::module::ModuleSpec;
+use crate::candidate::Candidate;
+use crate::swap::Core;
 use crate::watch::{Message, WatchThread};
 
 /// Default quiet time after the last save before a build starts: editors
@@ -66,7 +67,7 @@ impl RebuildPlan {
 
 /// Starts rebuilding on save; dropping the thread stops it (killing a build
 /// in progress).
-pub(crate) fn start<M: HotModule>(
+pub(crate) fn start<M: ModuleSpec>(
     shared: Arc<Core<M>>,
     plan: RebuildPlan,
     mode: SwapMode,
@@ -173,7 +174,7 @@ impl Sources {
     }
 }
 
-fn rebuild_loop<M: HotModule>(
+fn rebuild_loop<M: ModuleSpec>(
     shared: &Core<M>,
     cargo: &CargoBuild,
     sources: &Sources,
@@ -253,7 +254,7 @@ fn next_save(receiver: &Receiver<Message>, sources: &Sources) -> bool {
     }
 }
 
-fn swap_in<M: HotModule>(shared: &Core<M>, library: &Path, mode: SwapMode) {
+fn swap_in<M: ModuleSpec>(shared: &Core<M>, library: &Path, mode: SwapMode) {
     match Candidate::read(library) {
         Ok(build) if mode == SwapMode::OnGet => shared.offer(build),
         // Errors are recorded and reported by the swap itself.

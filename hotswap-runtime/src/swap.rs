@@ -1,7 +1,5 @@
 //! The shared core of a `Hot`: the serving version, the state, and the swap.
 
-use std::fs::{File, Metadata};
-use std::io::Read;
 use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,74 +19,16 @@ use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::integrity::{check_loadable, module_symbols};
 use crate::loader::{Expected, Library, StatePtr, TornDown};
-use crate::module::HotModule;
+use crate::module::ModuleSpec;
 use crate::reentry;
 use crate::residency::FileId;
 use crate::retire::Retiring;
 use crate::threads::Tracker;
-use crate::trust::{containing_directories, signature_path, TrustPolicy};
-
-/// A build read from disk, with its content digest and what the trust
-/// checks need to know about where it came from.
-pub(crate) struct Candidate {
-    pub path: PathBuf,
-    pub bytes: Vec<u8>,
-    /// XXH3-128 of the bytes: tells builds apart, fast enough (several GB/s)
-    /// to stay a small part of a swap. Not a security measure.
-    pub digest: u128,
-    /// Metadata of the file that was read (`fstat` of the open file, so it
-    /// describes these bytes even if the path is replaced meanwhile).
-    pub file: Metadata,
-    /// The directory the path names, and, if the path is a symbolic link,
-    /// the directory of the file it leads to; with their metadata.
-    pub directories: Vec<(PathBuf, Metadata)>,
-    /// The detached signature beside the library, as found.
-    pub signature: std::io::Result<Vec<u8>>,
-}
-
-impl Candidate {
-    pub(crate) fn read(path: &Path) -> Result<Self, Error> {
-        let failed = |error| Error::Read {
-            path: path.to_owned(),
-            source: Arc::new(error),
-        };
-        // The file a symbolic link leads to is the one read: its directory
-        // is checked too, not only the link's.
-        let resolved = std::fs::canonicalize(path).map_err(failed)?;
-        let mut file = File::open(&resolved).map_err(failed)?;
-        let metadata = file.metadata().map_err(failed)?;
-        let mut bytes = Vec::with_capacity(metadata.len() as usize);
-        file.read_to_end(&mut bytes).map_err(failed)?;
-        let directories = containing_directories(path, &resolved).map_err(failed)?;
-        Ok(Self {
-            path: path.to_owned(),
-            digest: twox_hash::XxHash3_128::oneshot(&bytes),
-            bytes,
-            file: metadata,
-            directories,
-            signature: std::fs::read(signature_path(path)),
-        })
-    }
-
-    /// Tells refused builds apart: a build refused for its signature or its
-    /// permissions is worth another look once they change.
-    pub(crate) fn identity(&self) -> u128 {
-        use std::os::unix::fs::MetadataExt;
-        let mut facts = Vec::with_capacity(32);
-        if let Ok(signature) = &self.signature {
-            facts.extend_from_slice(signature);
-        }
-        let directories = self.directories.iter().map(|(_, metadata)| metadata);
-        for metadata in std::iter::once(&self.file).chain(directories) {
-            facts.extend_from_slice(&metadata.mode().to_le_bytes());
-            facts.extend_from_slice(&metadata.uid().to_le_bytes());
-        }
-        self.digest ^ twox_hash::XxHash3_128::oneshot(&facts)
-    }
-}
+use crate::candidate::Candidate;
+use crate::trust::TrustPolicy;
 
 /// One loaded version of a module.
-pub(crate) struct Version<M: HotModule> {
+pub(crate) struct Version<M: ModuleSpec> {
     pub table: M::Table,
     pub generation: u64,
     /// `None` only while dropping.
@@ -99,7 +39,7 @@ pub(crate) struct Version<M: HotModule> {
     last_error: Arc<Mutex<Option<Error>>>,
 }
 
-impl<M: HotModule> Version<M> {
+impl<M: ModuleSpec> Version<M> {
     fn library(&self) -> &Library {
         self.library
             .as_ref()
@@ -107,7 +47,7 @@ impl<M: HotModule> Version<M> {
     }
 }
 
-impl<M: HotModule> Drop for Version<M> {
+impl<M: ModuleSpec> Drop for Version<M> {
     fn drop(&mut self) {
         let Some(library) = self.library.take() else {
             return;
@@ -140,7 +80,7 @@ pub(crate) enum SlotState {
 
 /// The state together with the version that owns it: a stateful call always
 /// runs on the version whose `setup` made the state it touches.
-pub(crate) struct StateSlot<M: HotModule> {
+pub(crate) struct StateSlot<M: ModuleSpec> {
     pub version: Arc<Version<M>>,
     pub state: SlotState,
 }
@@ -165,7 +105,7 @@ pub(crate) struct RetryPlan {
 }
 
 /// Everything a `Hot` and its watcher share.
-pub(crate) struct Core<M: HotModule> {
+pub(crate) struct Core<M: ModuleSpec> {
     pub source: PathBuf,
     pub current: ArcSwap<Version<M>>,
     pub state: RwLock<StateSlot<M>>,
@@ -193,7 +133,7 @@ pub(crate) struct Loading {
 impl Loading {
     /// Checks a build, then loads it from memory and checks the library;
     /// returns the version and the time spent checking the loaded library.
-    fn load<M: HotModule>(
+    fn load<M: ModuleSpec>(
         &self,
         build: &Candidate,
         generation: u64,
@@ -247,7 +187,7 @@ impl Loading {
     }
 }
 
-impl<M: HotModule> Core<M> {
+impl<M: ModuleSpec> Core<M> {
     /// Loads the first version and runs `setup(None)`.
     pub fn open(source: PathBuf, loading: Loading) -> Result<Self, Error> {
         let events = EventHub::default();
@@ -537,7 +477,7 @@ impl<M: HotModule> Core<M> {
     }
 }
 
-impl<M: HotModule> Drop for Core<M> {
+impl<M: ModuleSpec> Drop for Core<M> {
     fn drop(&mut self) {
         let slot = self.state.get_mut();
         if let SlotState::Live(state) = mem::replace(&mut slot.state, SlotState::Stateless) {
@@ -548,7 +488,7 @@ impl<M: HotModule> Drop for Core<M> {
     }
 }
 
-fn setup_or_lost<M: HotModule>(
+fn setup_or_lost<M: ModuleSpec>(
     version: &Version<M>,
     handoff: Option<Vec<u8>>,
     why: &str,

@@ -61,64 +61,23 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
+use crate::candidate::Candidate;
 use crate::deps::{admit_from_disk, pin_loaded, Dynamic, Pin};
-use crate::swap::Candidate;
+use crate::files::permissions;
+pub use crate::files::signature_path;
+pub use crate::problem::TrustProblem;
+use crate::digest::parse_hex;
+pub use crate::digest::{KeyFormatError, Sha256Digest};
 
 /// What a signature signs: this prefix, then the SHA-256 of the library.
 /// The prefix keeps these signatures from meaning anything elsewhere.
 const SIGNED_PREFIX: &[u8] = b"hotswap signed module v1\0";
-
-/// The detached signature of `library`: the same path with `.sig` appended
-/// (`libcounter.so` → `libcounter.so.sig`).
-pub fn signature_path(library: &Path) -> PathBuf {
-    let mut path = library.as_os_str().to_owned();
-    path.push(".sig");
-    PathBuf::from(path)
-}
-
-/// A SHA-256 digest, written as 64 hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Sha256Digest([u8; 32]);
-
-impl Sha256Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
-    }
-
-    /// The digest of the file at `path`.
-    pub fn of_file(path: &Path) -> std::io::Result<Self> {
-        std::fs::read(path).map(|bytes| Self::of(&bytes))
-    }
-}
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl FromStr for Sha256Digest {
-    type Err = KeyFormatError;
-
-    /// 64 hex digits, optionally prefixed `sha256:`.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        parse_hex(
-            text.strip_prefix("sha256:").unwrap_or(text),
-            "SHA-256 digest",
-        )
-        .map(Self)
-    }
-}
 
 /// A public key whose signatures are trusted, written as 64 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,21 +174,6 @@ impl FromStr for Signature {
     }
 }
 
-/// A key, digest or signature that is not what it should be.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyFormatError(String);
-
-fn parse_hex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], KeyFormatError> {
-    let mut bytes = [0u8; N];
-    hex::decode_to_slice(text, &mut bytes).map_err(|error| {
-        KeyFormatError(format!(
-            "not an {what} ({} hex digits expected): {error}",
-            2 * N
-        ))
-    })?;
-    Ok(bytes)
-}
 
 fn signed_message(library: &[u8]) -> Vec<u8> {
     let mut message = SIGNED_PREFIX.to_vec();
@@ -292,210 +236,6 @@ fn check_signature(
         .find(|key| key.0.verify_strict(&message, &signature.0).is_ok())
         .copied()
         .ok_or(TrustProblem::SignatureInvalid { signature: path })
-}
-
-/// Why a build is not trusted.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum TrustProblem {
-    /// The file or directory is writable by users other than its owner.
-    WritableByOthers {
-        /// The file or directory.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file or directory belongs to another user (not root either).
-    OwnedByOtherUser {
-        /// The file or directory.
-        path: PathBuf,
-        /// Its owner's user id.
-        owner: u32,
-    },
-    /// The build's SHA-256 is not one of [`Options::allow_digests`](crate::Options::allow_digests).
-    DigestNotAllowed {
-        /// The build's digest.
-        sha256: Sha256Digest,
-    },
-    /// Keys are trusted but the build has no signature beside it.
-    SignatureMissing {
-        /// Where the signature was looked for.
-        signature: PathBuf,
-    },
-    /// The signature file is unreadable or not a signature.
-    SignatureUnreadable {
-        /// The signature file.
-        signature: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The signature does not verify with any trusted key: the build was
-    /// changed after signing, or signed by another key.
-    SignatureInvalid {
-        /// The signature file.
-        signature: PathBuf,
-    },
-    /// Digests or keys are pinned, and the build names directories to load
-    /// its dependencies from (`DT_RUNPATH` or `DT_RPATH`): whatever is found
-    /// there would load unchecked.
-    LibrarySearchPath {
-        /// `DT_RUNPATH` or `DT_RPATH`.
-        tag: &'static str,
-        /// The entry.
-        entry: String,
-    },
-    /// Digests or keys are pinned, and the build needs a library
-    /// (`DT_NEEDED`) that is not loaded in the process yet: it would load
-    /// from disk unchecked.
-    DependencyNotLoaded {
-        /// The needed library, as the build names it.
-        library: String,
-    },
-    /// A needed library is not loaded and is found nowhere the dynamic
-    /// loader would look.
-    DependencyNotFound {
-        /// The needed library, as its requester names it.
-        library: String,
-        /// The dependency that needs it; `None` for the module itself.
-        needed_by: Option<PathBuf>,
-    },
-    /// A library the module needs is not loaded and is found nowhere the
-    /// dynamic loader would look, and the module's search path has a
-    /// `$ORIGIN` entry: it cannot help, since the module is loaded from an
-    /// in-memory file, whose `$ORIGIN` is `/proc/self/fd`, not the build's
-    /// directory.
-    OriginNotFound {
-        /// The needed library.
-        library: String,
-        /// The `$ORIGIN` entry.
-        entry: String,
-    },
-    /// A needed library the dynamic loader would load fails the checks the
-    /// module passes (ownership and permissions).
-    InsecureDependency {
-        /// The needed library, as its requester names it.
-        library: String,
-        /// The dependency that needs it; `None` for the module itself.
-        needed_by: Option<PathBuf>,
-        /// What is wrong with it or its directory.
-        problem: Box<TrustProblem>,
-    },
-    /// A needed library's file cannot be read well enough to check what it
-    /// needs in turn.
-    DependencyUnreadable {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
-    /// A search path entry uses a dynamic string token other than
-    /// `$ORIGIN` (`$LIB`, `$PLATFORM`): where it leads is not checked.
-    UnknownSearchPath {
-        /// The entry.
-        entry: String,
-    },
-}
-
-/// " (needed by PATH)" for a dependency of a dependency.
-fn needed_by_text(needed_by: &Option<PathBuf>) -> String {
-    needed_by
-        .as_ref()
-        .map(|path| format!(" (needed by {})", path.display()))
-        .unwrap_or_default()
-}
-
-impl fmt::Display for TrustProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::WritableByOthers { path, mode } => write!(
-                f,
-                "{} is writable by other users (mode {:o}); make it writable by its owner only \
-                 (chmod go-w), or allow it for development with Options::allow_insecure_files",
-                path.display(),
-                mode & 0o7777
-            ),
-            Self::OwnedByOtherUser { path, owner } => write!(
-                f,
-                "{} belongs to another user (uid {owner}); only files of the current user or \
-                 root are loaded, unless Options::allow_insecure_files allows it for development",
-                path.display()
-            ),
-            Self::DigestNotAllowed { sha256 } => {
-                write!(f, "its SHA-256 {sha256} is not one of the allowed digests")
-            }
-            Self::SignatureMissing { signature } => write!(
-                f,
-                "it is not signed: no signature at {} (sign it with `hotswap sign`)",
-                signature.display()
-            ),
-            Self::SignatureUnreadable { signature, detail } => {
-                write!(
-                    f,
-                    "its signature {} is unreadable: {detail}",
-                    signature.display()
-                )
-            }
-            Self::SignatureInvalid { signature } => write!(
-                f,
-                "its signature {} does not verify with any trusted key: the library changed \
-                 after it was signed, or another key signed it",
-                signature.display()
-            ),
-            Self::LibrarySearchPath { tag, entry } if crate::deps::names_origin(entry) => write!(
-                f,
-                "its {tag} entry `{entry}` cannot work: `$ORIGIN` would be `/proc/self/fd` (the \
-                 module is loaded from an in-memory file), not the build's directory, and with pinned digests or keys no \
-                 dependency is loaded from disk; link the dependency into the host or preload it \
-                 (LD_PRELOAD), and build the module without {tag}"
-            ),
-            Self::LibrarySearchPath { tag, entry } => write!(
-                f,
-                "it has a {tag} entry `{entry}`: with pinned digests or keys, dependencies are not \
-                 loaded from disk, where nothing checks them; link the dependency into the host or \
-                 preload it (LD_PRELOAD), and build the module without {tag}"
-            ),
-            Self::DependencyNotLoaded { library } => write!(
-                f,
-                "it needs `{library}`, which is not loaded in this process: with pinned digests or \
-                 keys, dependencies are not loaded from disk, where nothing checks them; link \
-                 `{library}` into the host or preload it (LD_PRELOAD)"
-            ),
-            Self::DependencyNotFound { library, needed_by } => write!(
-                f,
-                "its dependency `{library}`{} is not loaded and is not found where the dynamic \
-                 loader looks (RPATH, LD_LIBRARY_PATH, RUNPATH, /etc/ld.so.conf, system \
-                 directories); install it there or link it into the host",
-                needed_by_text(needed_by)
-            ),
-            Self::OriginNotFound { library, entry } => write!(
-                f,
-                "its dependency `{library}` is not loaded and is not found where the dynamic \
-                 loader looks, and its search path entry `{entry}` cannot help: `$ORIGIN` would \
-                 be `/proc/self/fd` (the module is loaded from an in-memory file), not the build's \
-                 directory; put \
-                 `{library}` in a system or absolute RUNPATH directory, or link it into the host"
-            ),
-            Self::InsecureDependency {
-                library,
-                needed_by,
-                problem,
-            } => write!(
-                f,
-                "its dependency `{library}`{} would be loaded unchecked: {problem}",
-                needed_by_text(needed_by)
-            ),
-            Self::DependencyUnreadable { path, detail } => write!(
-                f,
-                "its dependency {} cannot be checked: {detail}",
-                path.display()
-            ),
-            Self::UnknownSearchPath { entry } => write!(
-                f,
-                "the library search path entry `{entry}` uses a token other than `$ORIGIN`, so \
-                 where dependencies would load from is not checked; use absolute directories"
-            ),
-        }
-    }
 }
 
 /// What a `Hot` requires of a build before it is loaded.
@@ -567,57 +307,6 @@ impl TrustPolicy {
             Ok(Vec::new())
         }
     }
-}
-
-/// The directory `path` names and, if `resolved` (the file it leads to)
-/// lies elsewhere, that one too, canonical, with their metadata.
-pub(crate) fn containing_directories(
-    path: &Path,
-    resolved: &Path,
-) -> std::io::Result<Vec<(PathBuf, Metadata)>> {
-    let mut directories: Vec<(PathBuf, Metadata)> = Vec::with_capacity(2);
-    for of in [path, resolved] {
-        let directory = match of.parent() {
-            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
-            Some(parent) => parent,
-            None => Path::new("/"),
-        };
-        let directory = directory.canonicalize()?;
-        if directories.iter().all(|(seen, _)| *seen != directory) {
-            let metadata = std::fs::metadata(&directory)?;
-            directories.push((directory, metadata));
-        }
-    }
-    Ok(directories)
-}
-
-/// The file or directory belongs to the current user or root and only its
-/// owner may write it.
-pub(crate) fn permissions(path: &Path, metadata: &Metadata) -> Result<(), TrustProblem> {
-    let (user, group) = (
-        rustix::process::geteuid().as_raw(),
-        rustix::process::getegid().as_raw(),
-    );
-    let owner = metadata.uid();
-    if owner != user && owner != 0 {
-        return Err(TrustProblem::OwnedByOtherUser {
-            path: path.to_owned(),
-            owner,
-        });
-    }
-    let mode = metadata.mode();
-    // A group-writable file is fine when the group is the user's private
-    // group (named after the user, gid = uid: the convention of the
-    // distributions whose users build with umask 002).
-    let private_group = metadata.gid() == group && group == user;
-    let writable_by_group = mode & 0o020 != 0 && !private_group;
-    if writable_by_group || mode & 0o002 != 0 {
-        return Err(TrustProblem::WritableByOthers {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -27,10 +27,11 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::hot::SwapMode;
+use crate::options::SwapMode;
 use crate::integrity::check_shared_library;
-use crate::module::HotModule;
-use crate::swap::{Candidate, Core, RetryPlan};
+use crate::module::ModuleSpec;
+use crate::candidate::Candidate;
+use crate::swap::{Core, RetryPlan};
 use crate::trust::signature_path;
 
 /// How long the file must be left alone before it is read.
@@ -97,7 +98,7 @@ impl Drop for WatchThread {
 }
 
 /// Starts watching the library of `shared` for new builds.
-pub(crate) fn start<M: HotModule>(
+pub(crate) fn start<M: ModuleSpec>(
     shared: Arc<Core<M>>,
     mode: SwapMode,
 ) -> Result<WatchThread, Error> {
@@ -161,7 +162,7 @@ impl Retry {
     }
 }
 
-fn watch<M: HotModule>(shared: &Core<M>, receiver: &Receiver<Message>, mode: SwapMode) {
+fn watch<M: ModuleSpec>(shared: &Core<M>, receiver: &Receiver<Message>, mode: SwapMode) {
     let path = shared.source.as_path();
     let mut reported: Option<u128> = None;
     let mut incomplete_since: Option<Instant> = None;
