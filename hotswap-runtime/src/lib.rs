@@ -95,8 +95,9 @@
 //!    still running a moment later are reported,
 //!    [`SwapEvent::ThreadsOutlived`]). Its thread-local destructors never run
 //!    after that: the runtime routes thread creation and destructor
-//!    registration inside module images to itself (see the README's "What a
-//!    module must not do"). Whether it really left the address space is
+//!    registration inside module images to itself (see
+//!    [`docs::boundary`](crate::docs::boundary#what-a-module-must-not-do)).
+//!    Whether it really left the address space is
 //!    checked, by the device and inode of its in-memory file
 //!    ([`residency`]), and reported ([`SwapEvent::StayedResident`]).
 //!
@@ -209,6 +210,7 @@ macro_rules! host {
 host! {
     mod cargo_build;
     mod deps;
+    pub mod docs;
     mod error;
     mod events;
     mod hot;
@@ -232,6 +234,11 @@ host! {
     pub use module::HotModule;
 }
 pub use hotswap_macros::hot_module;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 /// What generated code uses. Not public API: no stability guarantees. The
 /// version in its name pairs it with the `hotswap-macros` that generates
