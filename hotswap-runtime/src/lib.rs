@@ -235,7 +235,7 @@ host! {
 }
 pub use hotswap_macros::hot_module;
 
-/// The README's code blocks, compiled and run as doctests.
+/// The README's Rust code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
