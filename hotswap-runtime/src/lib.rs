@@ -95,8 +95,9 @@
 //!    still running a moment later are reported,
 //!    [`SwapEvent::ThreadsOutlived`]). Its thread-local destructors never run
 //!    after that: the runtime routes thread creation and destructor
-//!    registration inside module images to itself (see the README's "What a
-//!    module must not do"). Whether it really left the address space is
+//!    registration inside module images to itself (see
+//!    [`docs::boundary`](crate::docs::boundary#what-a-module-must-not-do)).
+//!    Whether it really left the address space is
 //!    checked, by the device and inode of its in-memory file
 //!    ([`residency`]), and reported ([`SwapEvent::StayedResident`]).
 //!
@@ -238,6 +239,8 @@ host! {
     mod rebuild; //    rebuild on save
     mod hot; //        `Hot`, `HotModule`, `Pinned`
     pub mod inspect; // reading and comparing builds (the CLI's core)
+    // the long-form documentation
+    pub mod docs;
 
     pub use cargo_build::build_module;
     pub use error::Error;
@@ -246,6 +249,11 @@ host! {
     pub use options::{Options, SwapMode};
 }
 pub use hotswap_macros::hot_module;
+
+/// The README's Rust code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 /// What generated code uses. Not public API: no stability guarantees. The
 /// version in its name pairs it with the `hotswap-macros` that generates
