@@ -2,50 +2,28 @@
 //! shims (used when the crate is built as a `cdylib`) and the host's typed
 //! accessors `Hot` and `HotGuard` (used when a host links it as an `rlib`).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::ItemMod;
 
-use crate::parse::{self, Function, Lifecycle, Module, Receiver};
+use crate::parse::{Function, Lifecycle, Module, Receiver};
 use crate::types;
-use crate::validate;
 
-pub(crate) fn hot_module(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item: ItemMod = match syn::parse2(input.clone()) {
-        Ok(item) => item,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "`#[hot_module]` goes on a module: `pub mod name { ... }`",
-            );
-            return with_errors(input, vec![error]);
-        }
-    };
-    let mut errors = validate::validate(&item);
-    match parse::parse(args, &item) {
-        Ok(module) if errors.is_empty() => {
-            let generated = generate(&module);
-            let generated: syn::File = syn::parse2(generated).expect("generated items parse");
-            if let Some((_, items)) = &mut item.content {
-                items.extend(generated.items);
-            }
-            quote!(#item)
-        }
-        Ok(_) => with_errors(quote!(#item), errors),
-        Err(mut found) => {
-            errors.append(&mut found);
-            with_errors(quote!(#item), errors)
-        }
+/// The names generated items take in the module, which user items must not.
+const MODULE_NAMES: &[&str] = &["Hot", "HotGuard", "__HotModule", "__HotTable"];
+
+/// Every name `generate` adds to the module's namespace (items inside
+/// `const _` have none), for `check` to refuse clashes with.
+pub(crate) fn generated_names(module: &Module) -> Vec<String> {
+    let mut names: Vec<String> = MODULE_NAMES.iter().map(|name| (*name).to_owned()).collect();
+    for function in &module.functions {
+        names.push(marker(function).to_string());
+        names.push(shim(function).to_string());
     }
+    names
 }
 
-/// The item as written, so IDEs keep working, plus every error at once.
-fn with_errors(item: TokenStream, errors: Vec<syn::Error>) -> TokenStream {
-    let errors = errors.into_iter().map(|error| error.to_compile_error());
-    quote!(#item #(#errors)*)
-}
-
-fn generate(module: &Module) -> TokenStream {
+/// What `#[hot_module]` adds to a module that passed `check`.
+pub(crate) fn generate(module: &Module) -> TokenStream {
     let p = quote!(::hotswap_runtime::__private_0_1);
     let module_name = module.ident.to_string();
     // Cargo sets this for the crate being compiled; the host computes the
@@ -148,10 +126,16 @@ fn generate(module: &Module) -> TokenStream {
             }
         }
 
-        #(#functions)*
+        #(
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            pub struct #markers;
+        )*
 
         // Items nothing outside needs to name.
         const _: () = {
+            #(#functions)*
+
             #lifecycle
 
             #user_type_checks
@@ -195,8 +179,8 @@ fn ret_ffi(function: &Function, lifetime: &TokenStream) -> TokenStream {
         .map_or_else(|| quote!(()), |ret| ret.ffi_type(lifetime))
 }
 
-/// The marker type, `extern "C"` shim and `Export`/call impls of one
-/// exported function (module side).
+/// The `extern "C"` shim and the marker's `Export`/call impls of one
+/// exported function (module side), all unnamed from outside.
 fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     let p = quote!(::hotswap_runtime::__private_0_1);
     let (marker, shim) = (marker(function), shim(function));
@@ -263,10 +247,6 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
         (_, Some(state)) => quote!(type State = #state;),
     };
     quote! {
-        #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        pub struct #marker;
-
         /// The exported entry point: arguments and result in registers,
         /// a panic's message written to the host's slot.
         #[doc(hidden)]

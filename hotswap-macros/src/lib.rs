@@ -70,23 +70,65 @@
 //!
 //! # Stages
 //!
-//! One file each: `parse.rs` reads the module into a model, `validate.rs`
-//! refuses what cannot survive a swap, `types.rs` maps argument and return
-//! types to their FFI-safe counterparts, and `expand.rs` writes the exports
-//! and the host accessors.
+//! The expansion runs one way, one file each: `parse.rs` reads the module
+//! into a model of syn types (`types.rs` classifies what each argument and
+//! return type crosses as), `check.rs` holds every refusal, and `expand.rs`
+//! only writes tokens for a module that passed. Both first stages report to
+//! one collector, `ctxt.rs`, which panics if it is dropped unchecked, so no
+//! error can be found and then lost.
 
 #![warn(missing_docs)]
 
+mod check;
+mod ctxt;
 mod expand;
 mod parse;
 mod types;
-mod validate;
 
 use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::quote;
+use syn::ItemMod;
+
+use crate::ctxt::Ctxt;
 
 /// Makes a module hot-swappable: see the crate docs for what it accepts,
 /// generates and refuses.
 #[proc_macro_attribute]
 pub fn hot_module(args: TokenStream, input: TokenStream) -> TokenStream {
-    expand::hot_module(args.into(), input.into()).into()
+    hot_module2(args.into(), input.into()).into()
+}
+
+fn hot_module2(
+    args: proc_macro2::TokenStream,
+    input: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let Ok(mut item) = syn::parse2::<ItemMod>(input.clone()) else {
+        let error = syn::Error::new(
+            Span::call_site(),
+            "`#[hot_module]` goes on a module: `pub mod name { ... }`",
+        );
+        return with_errors(input, error);
+    };
+    let cx = Ctxt::new();
+    let module = parse::parse(&cx, &args, &item);
+    if let Some(module) = &module {
+        check::check(&cx, module);
+    }
+    let generated = match (cx.check(), module) {
+        (Ok(()), Some(module)) => expand::generate(&module),
+        (Err(errors), _) => return with_errors(quote!(#item), errors),
+        (Ok(()), None) => unreachable!("`parse` reports why it has no model"),
+    };
+    let generated: syn::File = syn::parse2(generated).expect("generated items parse");
+    if let Some((_, items)) = &mut item.content {
+        items.extend(generated.items);
+    }
+    quote!(#item)
+}
+
+/// The item as written, so IDEs keep working, plus every error at once.
+fn with_errors(item: proc_macro2::TokenStream, errors: syn::Error) -> proc_macro2::TokenStream {
+    let errors = errors.to_compile_error();
+    quote!(#item #errors)
 }

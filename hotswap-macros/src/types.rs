@@ -93,94 +93,128 @@ pub(crate) enum Carried {
     Option(Box<Carried>),
     Result(Box<Carried>, Box<Carried>),
     Tuple(Vec<Carried>),
+    /// Cannot cross, and why; `check` refuses it before anything expands.
+    Refused {
+        ty: Type,
+        why: String,
+    },
 }
 
 impl Carried {
-    /// Classifies `ty`, or explains on its span why it cannot cross.
-    pub(crate) fn classify(ty: &Type, position: Position) -> syn::Result<Self> {
+    /// Classifies `ty`; what cannot cross becomes [`Carried::Refused`],
+    /// which `check` reports.
+    pub(crate) fn classify(ty: &Type, position: Position) -> Self {
         match ty {
             Type::Paren(inner) => Self::classify(&inner.elem, position),
             Type::Group(inner) => Self::classify(&inner.elem, position),
-            Type::Tuple(tuple) if tuple.elems.is_empty() => Ok(Self::Same {
+            Type::Tuple(tuple) if tuple.elems.is_empty() => Self::Same {
                 ty: ty.clone(),
                 user: false,
-            }),
-            Type::Tuple(tuple) if tuple.elems.len() <= 4 => tuple
-                .elems
-                .iter()
-                .map(|elem| Self::classify(elem, position))
-                .collect::<syn::Result<_>>()
-                .map(Self::Tuple),
-            Type::Tuple(_) => Err(refuse(
+            },
+            Type::Tuple(tuple) if tuple.elems.len() <= 4 => Self::Tuple(
+                tuple
+                    .elems
+                    .iter()
+                    .map(|elem| Self::classify(elem, position))
+                    .collect(),
+            ),
+            Type::Tuple(_) => Self::refused(
                 ty,
                 "tuples have at most 4 elements; use a struct that derives `abi_stable::StableAbi`",
-            )),
+            ),
             Type::Reference(reference) => {
                 if position == Position::Return {
-                    return Err(refuse(ty, "a borrow cannot be returned, it would outlive the call; return `String` or `Vec<T>` instead"));
+                    return Self::refused(ty, "a borrow cannot be returned, it would outlive the call; return `String` or `Vec<T>` instead");
                 }
                 if reference.mutability.is_some() {
-                    return Err(refuse(ty, "mutable references cannot cross; return the new value instead (to reach the module state, take `&mut` of the type `setup` returns as the first parameter)"));
+                    return Self::refused(ty, "mutable references cannot cross; return the new value instead (to reach the module state, take `&mut` of the type `setup` returns as the first parameter)");
                 }
                 match &*reference.elem {
-                    Type::Path(path) if path.qself.is_none() && path.path.is_ident("str") => Ok(Self::Str),
-                    Type::Slice(slice) => match Self::classify(&slice.elem, position)? {
-                        Self::Same { ty, .. } => Ok(Self::Slice(ty)),
-                        _ => Err(refuse(ty, "slices can only hold types that cross as they are (integers, floats, `bool`, `StableAbi` types); pass a `Vec` instead")),
+                    Type::Path(path) if path.qself.is_none() && path.path.is_ident("str") => Self::Str,
+                    Type::Slice(slice) => match Self::classify(&slice.elem, position) {
+                        Self::Same { ty, .. } => Self::Slice(ty),
+                        refused @ Self::Refused { .. } => refused,
+                        _ => Self::refused(ty, "slices can only hold types that cross as they are (integers, floats, `bool`, `StableAbi` types); pass a `Vec` instead"),
                     },
-                    _ => Err(refuse(ty, "only `&str` and `&[T]` can be borrowed across; pass the value itself (to reach the module state, take `&` of the type `setup` returns as the first parameter)")),
+                    _ => Self::refused(ty, "only `&str` and `&[T]` can be borrowed across; pass the value itself (to reach the module state, take `&` of the type `setup` returns as the first parameter)"),
                 }
             }
             Type::Path(path) if path.qself.is_none() => {
                 Self::classify_path(ty, &path.path, position)
             }
-            Type::BareFn(_) => Err(refuse(
+            Type::BareFn(_) => Self::refused(
                 ty,
                 "a function pointer returned by a module would point into it after its version unloads, and one passed in is a callback the types cannot check; pass plain data (a host callback can be a field of a `#[repr(C)]` `StableAbi` argument)",
-            )),
-            Type::Ptr(_) => Err(refuse(
+            ),
+            Type::Ptr(_) => Self::refused(
                 ty,
                 "raw pointers cannot cross: what they point to may be freed or unloaded; pass the data itself",
-            )),
-            _ => Err(refuse(
+            ),
+            _ => Self::refused(
                 ty,
                 "only named types, tuples, `&str` and `&[T]` can cross",
-            )),
+            ),
         }
     }
 
-    fn classify_path(ty: &Type, path: &syn::Path, position: Position) -> syn::Result<Self> {
+    fn classify_path(ty: &Type, path: &syn::Path, position: Position) -> Self {
         let last = path.segments.last().expect("a path has a segment");
         let name = last.ident.to_string();
         let args = generic_types(&last.arguments);
         if let Some((_, hint)) = REFUSED.iter().find(|(refused, _)| *refused == name) {
-            return Err(refuse(ty, hint));
+            return Self::refused(ty, hint);
         }
         if name.ends_with("_TO") {
-            return Err(refuse(ty, "`#[sabi_trait]` objects keep a vtable in the module that made them, which would dangle once its version unloads; pass plain data"));
+            return Self::refused(ty, "`#[sabi_trait]` objects keep a vtable in the module that made them, which would dangle once its version unloads; pass plain data");
         }
         let bare = matches!(last.arguments, PathArguments::None);
         match (name.as_str(), args.as_slice()) {
-            (primitive, _) if bare && PRIMITIVES.contains(&primitive) => Ok(Self::Same {
+            (primitive, _) if bare && PRIMITIVES.contains(&primitive) => Self::Same {
                 ty: ty.clone(),
                 user: false,
-            }),
-            ("char", _) if bare => Ok(Self::Char),
-            ("String", _) if bare => Ok(Self::String),
-            ("Vec", [elem]) => Ok(Self::Vec(Box::new(Self::classify(elem, position)?))),
-            ("Option", [elem]) => Ok(Self::Option(Box::new(Self::classify(elem, position)?))),
-            ("Result", [ok, err]) => Ok(Self::Result(
-                Box::new(Self::classify(ok, position)?),
-                Box::new(Self::classify(err, position)?),
-            )),
-            ("Vec" | "Option" | "Result", _) => Err(refuse(
+            },
+            ("char", _) if bare => Self::Char,
+            ("String", _) if bare => Self::String,
+            ("Vec", [elem]) => Self::Vec(Box::new(Self::classify(elem, position))),
+            ("Option", [elem]) => Self::Option(Box::new(Self::classify(elem, position))),
+            ("Result", [ok, err]) => Self::Result(
+                Box::new(Self::classify(ok, position)),
+                Box::new(Self::classify(err, position)),
+            ),
+            ("Vec" | "Option" | "Result", _) => Self::refused(
                 ty,
                 &format!("write `{name}` with its type arguments spelled out"),
-            )),
-            _ => Ok(Self::Same {
+            ),
+            _ => Self::Same {
                 ty: ty.clone(),
                 user: true,
-            }),
+            },
+        }
+    }
+
+    fn refused(ty: &Type, why: &str) -> Self {
+        Self::Refused {
+            ty: ty.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// The first part of this type that cannot cross, explained on its span.
+    pub(crate) fn refusal(&self) -> Option<syn::Error> {
+        match self {
+            Self::Refused { ty, why } => {
+                let shown = crate::parse::pretty(ty);
+                Some(syn::Error::new_spanned(
+                    ty,
+                    format!(
+                        "`{shown}` cannot cross the hot module boundary: {why}\nnote: {SUPPORTED}"
+                    ),
+                ))
+            }
+            Self::Vec(inner) | Self::Option(inner) => inner.refusal(),
+            Self::Result(ok, err) => ok.refusal().or_else(|| err.refusal()),
+            Self::Tuple(elems) => elems.iter().find_map(Self::refusal),
+            _ => None,
         }
     }
 
@@ -203,6 +237,7 @@ impl Carried {
         let p = quote!(::hotswap_runtime::__private_0_1);
         match self {
             Self::Same { ty, .. } => ty.to_token_stream(),
+            Self::Refused { .. } => unreachable!("`check` refuses it before anything expands"),
             Self::Char => quote!(::core::primitive::u32),
             Self::Str => quote!(#p::RStr<#lifetime>),
             Self::String => quote!(#p::RString),
@@ -233,6 +268,7 @@ impl Carried {
         let x = format_ident!("__hotswap_x{depth}");
         match self {
             Self::Same { .. } => value,
+            Self::Refused { .. } => unreachable!("`check` refuses it before anything expands"),
             Self::Char => quote!(#p::char_to_ffi(#value)),
             Self::Str => quote!(#p::RStr::from_str(#value)),
             Self::String => quote!(#p::RString::from(#value)),
@@ -271,6 +307,7 @@ impl Carried {
         let x = format_ident!("__hotswap_x{depth}");
         match self {
             Self::Same { .. } => value,
+            Self::Refused { .. } => unreachable!("`check` refuses it before anything expands"),
             Self::Char => quote!(#p::char_from_ffi(#value)),
             Self::Str => quote!(#p::RStr::as_str(&#value)),
             Self::String => quote!(#p::string_from_ffi(#value)),
@@ -334,12 +371,4 @@ fn generic_types(arguments: &PathArguments) -> Vec<&Type> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn refuse(ty: &Type, why: &str) -> syn::Error {
-    let shown = crate::parse::pretty(ty);
-    syn::Error::new_spanned(
-        ty,
-        format!("`{shown}` cannot cross the hot module boundary: {why}\nnote: {SUPPORTED}"),
-    )
 }
