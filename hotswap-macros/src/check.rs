@@ -55,10 +55,7 @@ fn item_names(item: &Item) -> Vec<&syn::Ident> {
             Some((_, rename)) => rename,
             None => &item.ident,
         },
-        Item::Macro(item) => match &item.ident {
-            Some(ident) => ident,
-            None => return Vec::new(),
-        },
+        // `macro_rules!` names live in their own namespace: no clash.
         Item::Use(item) => {
             let mut names = Vec::new();
             use_names(&item.tree, &mut names);
