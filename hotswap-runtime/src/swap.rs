@@ -381,7 +381,15 @@ impl<M: ModuleSpec> Core<M> {
     }
 
     /// Loads `build` and swaps it in; returns the `Swapped` event to report.
+    ///
+    /// The swap's four stages, in order: admit and load (off the critical
+    /// path: `Loading::load`), the critical section (teardown -> handoff ->
+    /// setup under the state lock), publish (the new version serves), and
+    /// retire (the old one unloads once its last guard and thread are gone:
+    /// `Version`'s drop, `retire.rs`).
     fn swap_in(&self, build: &Candidate) -> Result<SwapEvent, Error> {
+        // 1. Admit and load: trust, ELF and dependency checks, dlopen,
+        //    header and layout checks. Callers keep calling meanwhile.
         let started = Instant::now();
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
@@ -391,6 +399,8 @@ impl<M: ModuleSpec> Core<M> {
         let next = Arc::new(next);
         let load = started.elapsed() - check;
 
+        // 2. Critical section: no stateful call runs until the slot is
+        //    released, so no update falls between teardown and setup.
         let critical = Instant::now();
         let mut slot = self.state.write();
         let old = slot.version.clone();
@@ -440,11 +450,14 @@ impl<M: ModuleSpec> Core<M> {
         };
         match next.library().setup(handoff.as_deref()) {
             Ok(state) => {
+                // 3. Publish: the new version owns the state and serves.
                 slot.state = state.map_or(SlotState::Stateless, SlotState::Live);
                 slot.version = next.clone();
                 self.current.store(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
+                // 4. Retire: `old` drops here; the version unloads when its
+                //    last guard and thread are gone too (see `Retiring`).
                 let timings = SwapTimings {
                     load,
                     check,
