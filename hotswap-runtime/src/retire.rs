@@ -14,8 +14,12 @@ use crate::threads::Tracker;
 /// after that too, until they finish.
 pub(crate) const THREAD_GRACE: Duration = Duration::from_millis(500);
 
-/// How often lingering versions are looked at.
+/// How often lingering versions are looked at while one is in its grace
+/// period (threads usually finish within milliseconds)...
 const POLL: Duration = Duration::from_millis(5);
+/// ...and once every one has been reported (a thread that outlived its
+/// version may run for as long as the process).
+const SLOW_POLL: Duration = Duration::from_millis(100);
 
 /// A version that no guard or call uses any more.
 pub(crate) struct Retiring {
@@ -156,11 +160,12 @@ impl Reaper {
                     entry.retiring.report_threads();
                 }
             }
+            let all_reported = lingering.iter().all(|entry| entry.reported);
             drop(lingering);
             for entry in done {
                 entry.retiring.unload();
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(if all_reported { SLOW_POLL } else { POLL });
             lingering = self.lock();
         }
     }
