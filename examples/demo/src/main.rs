@@ -26,12 +26,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let target_dir = root.join("target/hotswap-modules");
 
     println!("building version 1 of the counter module ...");
-    let library = scratch.build(&target_dir)?;
+    let library = scratch
+        .build(&target_dir)
+        .map_err(|error| error as Box<dyn Error>)?;
     let scratch = scratch.dir();
     // Rebuild on save: the runtime runs cargo when the crate's sources change.
     let hot = Arc::new(counter::Hot::open_with(
         &library,
-        Options::new().rebuild_on_save(&scratch),
+        Options::new().rebuild_on_save(scratch),
     )?);
     let before = snapshot(&hot);
     println!("serving version {}: {:?}", before.version, before.greeting);
