@@ -12,9 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Version 1 of the `counter` fixture, for test hosts outside this crate
-/// (the command-line tests of `hotswap-runtime`).
-pub use counter;
+use hotswap_scratch::ScratchCrate;
 
 /// A module library the tests can load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -243,12 +241,7 @@ impl Fixture {
 }
 
 /// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_owned()
-}
+pub use hotswap_scratch::workspace_root;
 
 fn modules_dir() -> PathBuf {
     workspace_root().join("target/hotswap-modules")
@@ -319,44 +312,26 @@ pub fn library(fixture: Fixture) -> PathBuf {
             .join(format!("{}.so", fixture.name()));
     }
     let base = root.join("tests/fixtures").join(fixture.crate_dir());
-    let (crate_dir, name) = match fixture.edit() {
-        None => (base.clone(), fixture.crate_dir()),
-        Some(edit) => (
-            edited_crate(&base, &modules.join("edited").join(edit.name), &edit),
-            edit.name,
-        ),
+    let output = match fixture.edit() {
+        None => {
+            let manifest =
+                std::fs::read_to_string(base.join("Cargo.toml")).expect("read fixture manifest");
+            if manifest.contains("[workspace]") {
+                hotswap_scratch::copy_lock(&base).expect("copy Cargo.lock");
+            }
+            hotswap_scratch::build_crate(&base, fixture.package(), &modules)
+        }
+        Some(edit) => {
+            edited_crate(&base, &modules.join("edited").join(edit.name), &edit).build(&modules)
+        }
     };
-    let manifest =
-        std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("read fixture manifest");
-    if manifest.contains("[workspace]") {
-        // Same dependency versions as the workspace, so cargo reuses its builds.
-        std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock"))
-            .expect("copy Cargo.lock");
-    }
-    clean_package(&crate_dir, &modules, fixture.package());
-    let output = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
-        .unwrap_or_else(|error| panic!("building fixture {fixture:?}: {error}"));
+    let output = output.unwrap_or_else(|error| panic!("building fixture {fixture:?}: {error}"));
+    let name = fixture.name();
     let stable = modules.join("fixtures").join(format!("{name}.so"));
     std::fs::create_dir_all(stable.parent().expect("has a parent")).expect("create fixtures dir");
     std::fs::copy(&output, &stable).expect("copy built library");
     built.insert(fixture, stable.clone());
     stable
-}
-
-/// Cargo names a cdylib without a hash, so every version of `counter`
-/// writes `deps/libcounter.so` in the shared target dir, and cargo would call
-/// a build fresh although another version overwrote its output. Cleaning the
-/// package rebuilds just this crate, not its dependencies.
-fn clean_package(crate_dir: &Path, target_dir: &Path, package: &str) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["clean", "--quiet", "--package", package, "--target-dir"])
-        .arg(target_dir)
-        .arg("--manifest-path")
-        .arg(crate_dir.join("Cargo.toml"))
-        .status()
-        .expect("run cargo clean");
-    assert!(status.success(), "cargo clean -p {package} failed");
 }
 
 /// A scratch copy of version 1's crate, named `name`, reset to version 1's
@@ -366,21 +341,22 @@ fn clean_package(crate_dir: &Path, target_dir: &Path, package: &str) {
 /// Only one test process at a time may use it (it shares `libcounter.so`
 /// with the other fixtures): keep such tests in their own test binary.
 pub fn scratch_counter(name: &'static str) -> (PathBuf, PathBuf) {
-    let root = workspace_root();
-    let modules = root.join("target/hotswap-modules");
-    let scratch = modules.join("edited").join(name);
     let edit = Edit {
         name,
         changes: Vec::new(),
         manifest: "",
         build_script: None,
     };
-    let crate_dir = edited_crate(&root.join("tests/fixtures/counter-v1"), &scratch, &edit);
-    std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).expect("copy Cargo.lock");
-    clean_package(&crate_dir, &modules, "counter");
-    let library = hotswap_runtime::build_module(&crate_dir, Some(&modules), false)
+    let modules = modules_dir();
+    let scratch = edited_crate(
+        &workspace_root().join("tests/fixtures/counter-v1"),
+        &modules.join("edited").join(name),
+        &edit,
+    );
+    let library = scratch
+        .build(&modules)
         .unwrap_or_else(|error| panic!("building {name}: {error}"));
-    (crate_dir, library)
+    (scratch.dir().to_owned(), library)
 }
 
 /// `library(fixture)` without debug info: about a tenth of the size, for
@@ -410,7 +386,9 @@ pub fn stripped_library(fixture: Fixture) -> PathBuf {
     output
 }
 
-fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
+/// The scratch crate at `scratch`: the fixture crate at `base` with `edit`
+/// applied to its source, same package, edition and dependencies.
+fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> ScratchCrate {
     let mut source = std::fs::read_to_string(base.join("src/lib.rs")).expect("read base source");
     for (find, replace) in &edit.changes {
         assert!(
@@ -421,33 +399,38 @@ fn edited_crate(base: &Path, scratch: &Path, edit: &Edit) -> PathBuf {
         );
         source = source.replace(find, replace);
     }
-    let runtime = workspace_root().join("hotswap-runtime");
-    let manifest = std::fs::read_to_string(base.join("Cargo.toml"))
-        .expect("read base manifest")
-        .replace(
-            "\"../../../hotswap-runtime\"",
-            &format!("{:?}", runtime.display().to_string()),
-        );
-    // Outside the workspace's member list: its own workspace.
-    let manifest = if manifest.contains("[workspace]") {
-        manifest
-    } else {
-        manifest + "\n[workspace]\n"
-    } + edit.manifest;
-    std::fs::create_dir_all(scratch.join("src")).expect("create scratch crate");
-    write_if_changed(&scratch.join("Cargo.toml"), &manifest);
-    write_if_changed(&scratch.join("src/lib.rs"), &source);
-    if let Some(build_script) = &edit.build_script {
-        write_if_changed(&scratch.join("build.rs"), build_script);
-    }
-    scratch.to_owned()
+    let manifest = std::fs::read_to_string(base.join("Cargo.toml")).expect("read base manifest");
+    ScratchCrate::new(scratch, manifest_value(&manifest, "name"))
+        .edition(manifest_value(&manifest, "edition"))
+        .dependencies(dependencies(&manifest))
+        .source(source)
+        .manifest_extra(edit.manifest)
+        .build_script(edit.build_script.clone())
 }
 
-/// Rewriting identical bytes would only make cargo rebuild for nothing.
-fn write_if_changed(path: &Path, contents: &str) {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {
-        std::fs::write(path, contents).expect("write scratch file");
-    }
+/// The string value of the first `key = "…"` line of a fixture's manifest.
+fn manifest_value<'a>(manifest: &'a str, key: &str) -> &'a str {
+    manifest
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == key).then(|| value.trim().trim_matches('"'))
+        })
+        .unwrap_or_else(|| panic!("no `{key}` in a fixture manifest:\n{manifest}"))
+}
+
+/// A fixture manifest's `[dependencies]` lines but `hotswap-runtime`, which
+/// a scratch crate has anyway.
+fn dependencies(manifest: &str) -> String {
+    let (_, table) = manifest
+        .split_once("\n[dependencies]\n")
+        .expect("a fixture manifest has [dependencies]");
+    table
+        .lines()
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.starts_with('#') && !line.starts_with("hotswap-runtime"))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// A private directory holding the library path a `Hot` is opened on; tests

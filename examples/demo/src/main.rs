@@ -6,14 +6,15 @@
 //! the state.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use counter_module::counter;
-use hotswap_runtime::{Options, SwapEvent, build_module};
+use hotswap_runtime::{Options, SwapEvent};
+use hotswap_scratch::ScratchCrate;
 
 const SERVING_THREADS: usize = 4;
 
@@ -25,11 +26,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let target_dir = root.join("target/hotswap-modules");
 
     println!("building version 1 of the counter module ...");
-    let library = build_module(&scratch, Some(&target_dir), false)?;
+    let library = scratch
+        .build(&target_dir)
+        .map_err(|error| error as Box<dyn Error>)?;
+    let scratch = scratch.dir();
     // Rebuild on save: the runtime runs cargo when the crate's sources change.
     let hot = Arc::new(counter::Hot::open_with(
         &library,
-        Options::new().rebuild_on_save(&scratch),
+        Options::new().rebuild_on_save(scratch),
     )?);
     let before = snapshot(&hot);
     println!("serving version {}: {:?}", before.version, before.greeting);
@@ -132,35 +136,11 @@ fn snapshot(hot: &counter::Hot) -> Snapshot {
 
 /// A scratch copy of `examples/counter-module` (as version 1) that the demo
 /// edits and rebuilds, leaving the real crate untouched.
-fn scratch_crate(root: &Path) -> Result<PathBuf, Box<dyn Error>> {
-    let scratch = root.join("target/hotswap-demo/counter-module");
-    std::fs::create_dir_all(scratch.join("src"))?;
-    let runtime = root.join("hotswap-runtime");
-    std::fs::write(
-        scratch.join("Cargo.toml"),
-        format!(
-            r#"[package]
-name = "counter-module"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-hotswap-runtime = {{ path = {runtime:?}, default-features = false }}
-serde = {{ version = "1", features = ["derive"] }}
-
-[workspace]
-"#
-        ),
-    )?;
-    // Same dependency versions as the workspace, so cargo reuses its builds.
-    std::fs::copy(root.join("Cargo.lock"), scratch.join("Cargo.lock"))?;
-    std::fs::copy(
-        root.join("examples/counter-module/src/lib.rs"),
-        scratch.join("src/lib.rs"),
-    )?;
-    Ok(scratch)
+fn scratch_crate(root: &Path) -> Result<ScratchCrate, Box<dyn Error>> {
+    let source = std::fs::read_to_string(root.join("examples/counter-module/src/lib.rs"))?;
+    Ok(ScratchCrate::new(
+        root.join("target/hotswap-demo/counter-module"),
+        "counter-module",
+    )
+    .source(source))
 }

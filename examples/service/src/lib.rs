@@ -16,11 +16,12 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+use hotswap_scratch::ScratchCrate;
 
 /// The handler module as the host sees it: open its library with
 /// `Hot::open`, share it with the [`Server`].
@@ -201,60 +202,19 @@ pub fn build_handler(
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     static BUILDING: Mutex<()> = Mutex::new(());
     let _turn = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()?;
+    let root = hotswap_scratch::workspace_root();
     let source = root.join("examples/service-module").join(match version {
         Version::V1 => "src/lib.rs",
         Version::V2 => "next/lib.rs",
     });
-    let scratch = root.join("target/hotswap-service/service-handler");
-    let target_dir = root.join("target/hotswap-modules");
-    std::fs::create_dir_all(scratch.join("src"))?;
-    let runtime = root.join("hotswap-runtime");
-    std::fs::write(
-        scratch.join("Cargo.toml"),
-        format!(
-            r#"[package]
-name = "service-handler"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-hotswap-runtime = {{ path = {runtime:?}, default-features = false }}
-serde = {{ version = "1", features = ["derive"] }}
-
-[workspace]
-
-# A tenth of the size: quicker to copy, hash and load on each swap.
-[profile.dev.package.service-handler]
-strip = "debuginfo"
-"#
-        ),
-    )?;
-    // Same dependency versions as the workspace, so cargo reuses its builds.
-    std::fs::copy(root.join("Cargo.lock"), scratch.join("Cargo.lock"))?;
-    std::fs::copy(source, scratch.join("src/lib.rs"))?;
-    // Cargo names a cdylib without a hash: any other `service-handler`
-    // built into this target dir writes the same file, and cargo could call
-    // this build fresh although its output was overwritten. Cleaning the
-    // package rebuilds just this crate.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let cleaned = Command::new(cargo)
-        .args(["clean", "--quiet", "--package", "service-handler"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .arg("--manifest-path")
-        .arg(scratch.join("Cargo.toml"))
-        .status()?;
-    if !cleaned.success() {
-        return Err(format!("cargo clean -p service-handler failed ({cleaned})").into());
-    }
-    let built = hotswap_runtime::build_module(&scratch, Some(&target_dir), false)?;
+    let built = ScratchCrate::new(
+        root.join("target/hotswap-service/service-handler"),
+        "service-handler",
+    )
+    .source(std::fs::read_to_string(source)?)
+    // A tenth of the size: quicker to copy, hash and load on each swap.
+    .manifest_extra("\n[profile.dev.package.service-handler]\nstrip = \"debuginfo\"\n")
+    .build(&root.join("target/hotswap-modules"))?;
     if let Some(parent) = destination.parent() {
         std::fs::create_dir_all(parent)?;
     }

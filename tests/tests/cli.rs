@@ -1,13 +1,58 @@
-//! The `hotswap` binary, run as a user would, on real fixture libraries:
-//! what it prints and how it exits.
+//! The `hotswap` binary of `hotswap-runtime`, run as a user would, on real
+//! fixture libraries: what it prints and how it exits.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use hotswap_runtime::trust::{signature_path, PublicKey, SecretKey, Sha256Digest, Signature};
 use hotswap_tests::{library, Fixture};
+
+/// The `hotswap` binary of `hotswap-runtime` (feature `cli`), built by cargo
+/// into the target dir this test runs from, once per process.
+///
+/// Cargo gives a test `CARGO_BIN_EXE_*` only for its own package's binaries,
+/// and this package depends on `hotswap-runtime` without being its
+/// dev-dependency: so the test runs cargo itself (up to date in a moment
+/// when nothing changed), never a binary left over from an older build.
+fn hotswap_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // This test is `<target dir>/<profile dir>/deps/cli-<hash>`.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary is in <target dir>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("the profile dir has a parent");
+        let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("no profile dir name in {}", exe.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--package", "hotswap-runtime"])
+            .args([
+                "--features",
+                "cli",
+                "--bin",
+                "hotswap",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .arg("--manifest-path")
+            .arg(hotswap_tests::workspace_root().join("Cargo.toml"))
+            .status()
+            .expect("run cargo build for the hotswap binary");
+        assert!(status.success(), "cargo build of the hotswap binary failed");
+        profile_dir.join("hotswap")
+    })
+}
 
 /// What one run of the tool left behind.
 struct Run {
@@ -17,7 +62,7 @@ struct Run {
 }
 
 fn hotswap<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_hotswap"))
+    let output = Command::new(hotswap_binary())
         .args(args)
         .output()
         .expect("run the hotswap binary");
@@ -226,7 +271,7 @@ fn inspect_and_check_write_nothing_to_disk() {
     let empty = tempfile::tempdir().unwrap();
     for temp in [missing, empty.path()] {
         let run = |args: &[&OsStr]| {
-            let output = Command::new(env!("CARGO_BIN_EXE_hotswap"))
+            let output = Command::new(hotswap_binary())
                 .args(args)
                 .env("TMPDIR", temp)
                 .output()
@@ -716,8 +761,8 @@ fn sha256_prints_the_digest_allow_digests_takes() {
 
 #[test]
 fn a_host_trusting_the_key_loads_what_the_tool_signed_and_nothing_else() {
+    use counter::counter::Hot;
     use hotswap_runtime::{Error, Options, SwapMode};
-    use hotswap_tests::counter::counter::Hot;
 
     let (dir, library) = library_copy();
     let (key, public) = keygen(dir.path(), "release");
