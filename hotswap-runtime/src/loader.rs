@@ -50,7 +50,6 @@ use crate::abi::{
 use crate::error::Error;
 use crate::export::Export;
 use hotswap_boundary::shim::ShimFn;
-use crate::integrity::check_loadable;
 use crate::module::{FnSpec, Resolved, Shim};
 use crate::residency::{file_at, is_mapped, FileId, IMAGE_NAME_PREFIX};
 
@@ -315,13 +314,14 @@ impl Expected<'static> {
 }
 
 impl Loaded {
-    /// Checks that `bytes` (read from `source`) are a complete shared
-    /// library, puts them in a sealed in-memory file and loads that.
+    /// Puts `bytes` (read from `source`) in a sealed in-memory file and
+    /// loads that. Both callers (a swap's admission, `inspect`) have checked
+    /// the bytes with `integrity::check_loadable` already: `dlopen` maps a
+    /// truncated library without complaint.
     pub(crate) fn open(source: &Path, bytes: &[u8]) -> Result<Self, Error> {
-        check_loadable(source, bytes)?;
         // dlopen caches by path and by inode: a fresh in-memory file is a new
         // inode under a new name, so a second version of the same library
-        // really loads. The bytes checked above are the bytes loaded,
+        // really loads. The bytes the caller checked are the bytes loaded,
         // whatever happens to `source` meanwhile.
         let file_name = source
             .file_name()
