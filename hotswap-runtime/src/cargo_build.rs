@@ -16,6 +16,7 @@ use crate::error::Error;
 /// own). Uses the `cargo` that runs the current build if there is one
 /// (`$CARGO`), else `cargo` from `PATH`. On failure the compiler's
 /// diagnostics are in [`Error::Build`].
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub fn build_module(
     crate_dir: &Path,
     target_dir: Option<&Path>,

@@ -90,7 +90,7 @@ pub enum SwapEvent {
         /// The version's generation.
         generation: u64,
         /// The in-memory file it was loaded from, which is still mapped
-        /// (see [`residency::is_mapped`](crate::residency::is_mapped)).
+        /// (see [`FileId::is_mapped`]).
         image: FileId,
     },
     /// A retired version still has threads it started running its code: it

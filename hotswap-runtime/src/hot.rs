@@ -8,13 +8,13 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::export::Export;
-use crate::loader::{ExclusiveState, ModulePanic, SharedState};
-use crate::module::{ModuleSpec, Shim};
+use crate::ffi::loader::{ExclusiveState, ModulePanic, SharedState};
+use crate::ffi::module::{ModuleSpec, Shim};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
-use crate::reentry::{self, Frame, Holding, Inside};
+use crate::ffi::reentry::{self, Frame, Holding, Inside};
 use crate::residency::FileId;
-use crate::options::{Options, SwapMode};
-use crate::swap::{Core, Loading, SlotState, StateSlot, Version};
+use crate::serve::options::{Options, SwapMode};
+use crate::serve::swap::{Core, Loading, SlotState, StateSlot, Version};
 use crate::watch::{self, WatchThread};
 
 /// A module annotated with `#[hot_module]`: the bound on [`Hot`].
@@ -164,9 +164,10 @@ impl<M: HotModule> Hot<M> {
         &self.shared.source
     }
 
-    /// The in-memory file the serving version was loaded from: what
-    /// [`residency`](crate::residency) reports it as while it is mapped
-    /// (its name there is `/memfd:hotswap:` and the library's file name).
+    /// The in-memory file the serving version was loaded from
+    /// (`/memfd:hotswap:` and the library's file name in
+    /// `/proc/self/maps`); [`FileId::is_mapped`] tells whether it is still
+    /// mapped.
     pub fn serving_image(&self) -> FileId {
         self.shared.serving_image()
     }

@@ -39,9 +39,9 @@ use serde::{Serialize, Serializer};
 pub use crate::abi::StateAccess;
 use crate::abi::{AbiStableVersion, ModuleDescriptor, ModuleHeader, SYMBOL_PREFIX};
 use crate::error::Error;
-use crate::integrity::{check_loadable, module_symbols};
-use crate::loader::{Expected, Loaded};
-use crate::module::FnSpec;
+use crate::admit::integrity::{check_loadable, module_symbols};
+use crate::ffi::loader::{Expected, Loaded};
+use crate::ffi::module::FnSpec;
 
 /// A library loaded for inspection: its modules were read, none was set up
 /// and none of its functions is ever called. Dropping it unloads the

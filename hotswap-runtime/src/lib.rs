@@ -99,7 +99,7 @@
 //!    [`docs::boundary`](crate::docs::boundary#what-a-module-must-not-do)).
 //!    Whether it really left the address space is
 //!    checked, by the device and inode of its in-memory file
-//!    ([`residency`]), and reported ([`SwapEvent::StayedResident`]).
+//!    ([`FileId::is_mapped`]), and reported ([`SwapEvent::StayedResident`]).
 //!
 //! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
 //! and a `tracing` record.
@@ -192,8 +192,8 @@
 //! version and layouts are checked, not forged), and that nothing a module
 //! version created outlives it (the generated code keeps to this: values are
 //! converted to host types before the version is released). Every `unsafe`
-//! block that relies on these is in the loader, each with the reason it
-//! holds.
+//! block that relies on these is in the host's `ffi` layer or in the
+//! boundary's shims, each with the reason it holds.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -208,45 +208,44 @@ macro_rules! host {
 }
 
 host! {
-    // The host in layers; each file imports only from layers above it (no
-    // import cycle between files), and the swap reads top to bottom:
+    // The host in layers. A file imports only from its own layer and the
+    // layers above it (no import cycle between files or layers):
     //
     // base: what every layer reports with
-    mod digest; //     SHA-256 digests, hex keys
-    mod problem; //    why a build is not trusted
-    mod error; //      the one error enum
-    pub mod residency; // which files are mapped, by device and inode
-    mod events; //     swap events and their fan-out
+    mod digest; //      SHA-256 digests, hex keys
+    mod problem; //     why a build is not trusted
+    mod error; //       the one error enum
+    mod residency; //   which files are mapped, by device and inode
+    mod events; //      swap events and their fan-out
+    // ffi: loading and calling foreign code; all of the host's `unsafe`
+    mod ffi;
     // admit: a build from disk, decided on before any of its code runs
-    mod files; //      ownership, permissions, directories, `.sig` path
-    mod candidate; //  the bytes read once, with where they came from
-    mod integrity; //  a complete ELF library exporting the module
-    mod deps; //       the libraries it needs (DT_NEEDED, RUNPATH)
-    pub mod trust; //  the policy: permissions, digests, signatures
-    // ffi: loading and calling foreign code (most of the host's `unsafe`;
-    // the rest is `deps`' loaded-library queries and `reentry`'s frames)
-    mod module; //     what the host was compiled against, typed shims
-    mod loader; //     memfd, dlopen, header and layout checks, calls, dlclose
-    mod threads; //    a version's threads and thread-local destructors
+    mod admit;
     // serve: versions, pinning, the critical section, retiring
-    mod reentry; //    which module state this thread is inside a call of
-    mod retire; //     unload once nothing of a version can run
-    mod swap; //       the swap core: load, check, teardown -> setup, publish
-    mod options; //    how a `Hot` is set up
+    mod serve;
     // what runs beside the swap core, then the API on top
-    mod watch; //      picking up new builds
+    mod watch; //       picking up new builds
     mod cargo_build; // running cargo for a module crate
-    mod rebuild; //    rebuild on save
-    mod hot; //        `Hot`, `HotModule`, `Pinned`
+    mod rebuild; //     rebuild on save
+    mod hot; //         `Hot`, `HotModule`, `Pinned`
     pub mod inspect; // reading and comparing builds (the CLI's core)
     // the long-form documentation
     pub mod docs;
 
-    pub use cargo_build::build_module;
+    pub use admit::trust;
     pub use error::Error;
     pub use events::{SwapEvent, SwapTimings};
     pub use hot::{Hot, HotModule};
-    pub use options::{Options, SwapMode};
+    pub use residency::FileId;
+    pub use serve::options::{Options, SwapMode};
+}
+/// What this repository's tests and examples use to build modules and
+/// look at the address space. Not public API (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod __test_hooks {
+    pub use crate::cargo_build::build_module;
+    pub use crate::residency::{is_path_mapped, mapped_files, mapped_module_images, MappedFile};
 }
 pub use hotswap_macros::hot_module;
 
@@ -264,11 +263,11 @@ pub mod __private_0_1 {
     pub use hotswap_boundary::__private::*;
 
     #[cfg(feature = "host")]
+    pub use crate::ffi::loader::{ExclusiveState, ModulePanic, SharedState};
+    #[cfg(feature = "host")]
+    pub use crate::ffi::module::{FnSpec, ModuleSpec, Resolved, Sealed, Shim};
+    #[cfg(feature = "host")]
     pub use crate::hot::{Hot, HotModule, Pinned};
-    #[cfg(feature = "host")]
-    pub use crate::loader::{ExclusiveState, ModulePanic, SharedState};
-    #[cfg(feature = "host")]
-    pub use crate::module::{FnSpec, ModuleSpec, Resolved, Sealed, Shim};
 
     /// The host side of a module (`Hot`, its guard and table), which a
     /// module's own `cdylib` build leaves out: without the `host` feature

@@ -18,10 +18,10 @@ use notify::RecursiveMode;
 use crate::cargo_build::CargoBuild;
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::options::SwapMode;
-use crate::module::ModuleSpec;
-use crate::candidate::Candidate;
-use crate::swap::Core;
+use crate::serve::options::SwapMode;
+use crate::ffi::module::ModuleSpec;
+use crate::admit::candidate::Candidate;
+use crate::serve::swap::Core;
 use crate::watch::{Message, WatchThread};
 
 /// Default quiet time after the last save before a build starts: editors

@@ -1,7 +1,7 @@
-//! Diagnostics: which files this process has mapped, read from
-//! `/proc/self/maps`. The runtime uses it to tell whether a closed library
-//! really left the address space; hosts and tests can use it to watch for
-//! versions that stay resident.
+//! Which files this process has mapped, read from `/proc/self/maps`. The
+//! runtime uses it to tell whether a closed library really left the address
+//! space; hosts see that through [`FileId::is_mapped`], and this
+//! repository's tests through the rest (feature `test-hooks`).
 //!
 //! Files are identified by device and inode ([`FileId`]), never by path: a
 //! path reached through a symbolic link, a renamed or deleted file, and the
@@ -60,6 +60,15 @@ impl FileId {
     pub fn inode(&self) -> u64 {
         self.inode
     }
+
+    /// Whether any mapping of this process is backed by this file, read
+    /// from `/proc/self/maps` (`false` where it cannot be read): for a
+    /// version's image ([`Hot::serving_image`](crate::Hot::serving_image),
+    /// [`SwapEvent::StayedResident`](crate::SwapEvent::StayedResident)),
+    /// whether that version is still in the address space.
+    pub fn is_mapped(self) -> bool {
+        is_mapped(self)
+    }
 }
 
 impl fmt::Display for FileId {
@@ -72,6 +81,7 @@ impl fmt::Display for FileId {
 /// A file the process has mapped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub struct MappedFile {
     /// Which file.
     pub id: FileId,
@@ -85,6 +95,7 @@ pub struct MappedFile {
 /// first mapping (a library has several mappings; it is listed once).
 /// Anonymous mappings and pseudo-files (`[heap]`, `[stack]`, …) are left
 /// out. Empty where `/proc` cannot be read.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub fn mapped_files() -> Vec<MappedFile> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let mut files: Vec<MappedFile> = Vec::new();
@@ -104,7 +115,7 @@ pub fn mapped_files() -> Vec<MappedFile> {
 }
 
 /// Whether any mapping is backed by `file`.
-pub fn is_mapped(file: FileId) -> bool {
+pub(crate) fn is_mapped(file: FileId) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     maps.lines()
         .filter_map(parse_mapping)
@@ -114,6 +125,7 @@ pub fn is_mapped(file: FileId) -> bool {
 /// Whether any mapping is backed by the file at `path`, however it is
 /// reached (through symbolic links, or a hard link of another name).
 /// `false` when there is no file at `path`.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub fn is_path_mapped(path: impl AsRef<Path>) -> bool {
     FileId::of_path(path).is_ok_and(is_mapped)
 }
@@ -122,6 +134,7 @@ pub fn is_path_mapped(path: impl AsRef<Path>) -> bool {
 /// [`inspect::ModuleLibrary`](crate::inspect::ModuleLibrary) of this
 /// process) that are still mapped: one per version that is loaded, or that
 /// stayed resident after it was closed.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub fn mapped_module_images() -> Vec<MappedFile> {
     let prefix = format!("/memfd:{IMAGE_NAME_PREFIX}");
     mapped_files()

@@ -27,12 +27,12 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::error::Error;
 use crate::events::SwapEvent;
-use crate::options::SwapMode;
-use crate::integrity::check_shared_library;
-use crate::module::ModuleSpec;
-use crate::candidate::Candidate;
-use crate::swap::{Core, RetryPlan};
-use crate::trust::signature_path;
+use crate::serve::options::SwapMode;
+use crate::admit::integrity::check_shared_library;
+use crate::ffi::module::ModuleSpec;
+use crate::admit::candidate::Candidate;
+use crate::serve::swap::{Core, RetryPlan};
+use crate::admit::trust::signature_path;
 
 /// How long the file must be left alone before it is read.
 const QUIET: Duration = Duration::from_millis(10);

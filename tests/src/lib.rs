@@ -578,16 +578,16 @@ pub fn in_child(
 /// The bytes a module version was loaded from: its in-memory file, found
 /// among this process's open descriptors by device and inode (the runtime
 /// keeps it open while the version is loaded).
-pub fn image_bytes(image: hotswap_runtime::residency::FileId) -> Vec<u8> {
+pub fn image_bytes(image: hotswap_runtime::FileId) -> Vec<u8> {
     std::fs::read(image_descriptor(image)).expect("read the in-memory file")
 }
 
 /// The `/proc/self/fd/N` path of a module version's in-memory file: the
 /// name glibc knows the loaded library by.
-pub fn image_descriptor(image: hotswap_runtime::residency::FileId) -> PathBuf {
+pub fn image_descriptor(image: hotswap_runtime::FileId) -> PathBuf {
     open_descriptors()
         .into_iter()
-        .find(|path| hotswap_runtime::residency::FileId::of_path(path).ok() == Some(image))
+        .find(|path| hotswap_runtime::FileId::of_path(path).ok() == Some(image))
         .unwrap_or_else(|| panic!("no open descriptor of the in-memory file {image}"))
 }
 

@@ -5,8 +5,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use counter::counter::{Hot, Point};
+use hotswap_runtime::__test_hooks::mapped_module_images;
 use hotswap_runtime::inspect::{self, ModuleLibrary};
-use hotswap_runtime::{residency, Error, Options, SwapMode};
+use hotswap_runtime::{Error, Options, SwapMode};
 use hotswap_tests::{image_bytes, library, Fixture, Stage};
 
 /// These tests swap with explicit `reload()` calls: nothing in the background.
@@ -346,9 +347,9 @@ fn dropping_hot_tears_down_and_unloads_every_version() {
     hot.get().set_teardown_marker(marker.display().to_string());
     // Loaded from an in-memory file holding the library's bytes.
     let v1 = hot.serving_image();
-    assert!(residency::is_mapped(v1));
+    assert!(v1.is_mapped());
     assert!(
-        residency::mapped_module_images()
+        mapped_module_images()
             .iter()
             .any(|image| image.id == v1 && image.name == "/memfd:hotswap:libcounter.so"),
         "named after the library in the process's mappings"
@@ -367,11 +368,8 @@ fn dropping_hot_tears_down_and_unloads_every_version() {
     );
     let v2 = hot.serving_image();
     assert_ne!(v1, v2, "each load is a new in-memory file");
-    assert!(
-        !residency::is_mapped(v1),
-        "version 1 left the address space"
-    );
-    assert!(residency::is_mapped(v2));
+    assert!(!v1.is_mapped(), "version 1 left the address space");
+    assert!(v2.is_mapped());
     hot.get().increment(1);
     let beside: Vec<_> = std::fs::read_dir(stage.dir())
         .unwrap()
@@ -389,5 +387,5 @@ fn dropping_hot_tears_down_and_unloads_every_version() {
         "42",
         "dropping Hot ran version 2's teardown"
     );
-    assert!(!residency::is_mapped(v2), "dropping Hot unloads version 2");
+    assert!(!v2.is_mapped(), "dropping Hot unloads version 2");
 }

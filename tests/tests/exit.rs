@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use counter::counter::Hot;
-use hotswap_runtime::residency::mapped_module_images;
+use hotswap_runtime::__test_hooks::mapped_module_images;
 use hotswap_runtime::Options;
 use hotswap_tests::{library, open_module_images, Fixture, Stage};
 

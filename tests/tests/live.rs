@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use counter::counter::Hot;
-use hotswap_runtime::residency::{self, FileId};
+use hotswap_runtime::FileId;
 use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
 use hotswap_tests::{library, stripped_library, Fixture, Stage};
 
@@ -464,11 +464,8 @@ fn a_thread_local_destructor_of_a_module_does_not_keep_its_version_mapped() {
         None,
         "a thread-local destructor kept the library mapped"
     );
-    assert!(
-        !residency::is_mapped(retired),
-        "the report matches the address space"
-    );
-    assert!(residency::is_mapped(hot.serving_image()));
+    assert!(!retired.is_mapped(), "the report matches the address space");
+    assert!(hot.serving_image().is_mapped());
     assert_eq!(hot.get().version(), 2);
 }
 
@@ -500,19 +497,16 @@ fn residency_is_told_right_when_the_library_is_reached_through_a_symlinked_direc
     stage.put(Fixture::V2);
     hot.reload().unwrap();
     let resident = unload_report(&events, 0).expect("generation 0 stays resident");
-    assert!(residency::is_mapped(resident));
+    assert!(resident.is_mapped());
 
     // Unloaded: reported so, and really gone.
     let v2 = hot.serving_image();
-    assert!(residency::is_mapped(v2));
+    assert!(v2.is_mapped());
     stage.put(Fixture::V1);
     hot.reload().unwrap();
     assert_eq!(unload_report(&events, 1), None, "generation 1 leaves");
-    assert!(!residency::is_mapped(v2));
-    assert!(
-        residency::is_mapped(resident),
-        "generation 0 is still there"
-    );
+    assert!(!v2.is_mapped());
+    assert!(resident.is_mapped(), "generation 0 is still there");
     assert_eq!((hot.get().version(), hot.generation()), (1, 2));
     drop(pinned);
 }

@@ -4,7 +4,7 @@
 //! would disturb.
 
 use counter::counter::Hot;
-use hotswap_runtime::residency::{mapped_files, mapped_module_images};
+use hotswap_runtime::__test_hooks::{mapped_files, mapped_module_images};
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
 use hotswap_tests::{open_module_images, resident_kib, stripped_library, Fixture, Stage};
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use counter::counter::Hot;
-use hotswap_runtime::residency::mapped_module_images;
+use hotswap_runtime::__test_hooks::mapped_module_images;
 use hotswap_runtime::{Options, SwapEvent, SwapMode};
 use hotswap_tests::{resident_kib, stripped_library, Fixture, Stage};
 

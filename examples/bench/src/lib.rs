@@ -19,7 +19,7 @@ pub fn target_dir() -> PathBuf {
 
 /// Builds `examples/<name>` in release mode and returns its library.
 pub fn build(name: &str) -> PathBuf {
-    hotswap_runtime::build_module(
+    hotswap_runtime::__test_hooks::build_module(
         &workspace_root().join("examples").join(name),
         Some(&target_dir()),
         true,

@@ -1,6 +1,6 @@
 //! Scratch module crates: a crate written under `target/` from a source
 //! file and a few manifest lines, built into a cdylib with
-//! [`hotswap_runtime::build_module`]. The demo, the service example and the
+//! `hotswap_runtime::__test_hooks::build_module`. The demo, the service example and the
 //! test suite build their module versions this way, so a crate they edit or
 //! swap is never one of the workspace's own.
 //!
@@ -182,7 +182,7 @@ pub fn build_crate(
     if !cleaned.success() {
         return Err(format!("cargo clean -p {package} failed ({cleaned})").into());
     }
-    Ok(hotswap_runtime::build_module(
+    Ok(hotswap_runtime::__test_hooks::build_module(
         crate_dir,
         Some(target_dir),
         false,

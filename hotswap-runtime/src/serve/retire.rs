@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent};
-use crate::loader::Library;
-use crate::threads::Tracker;
+use crate::ffi::loader::Library;
+use crate::ffi::threads::Tracker;
 
 /// How long a retired version's threads may take to finish before the
 /// version is reported ([`SwapEvent::ThreadsOutlived`]). It stays loaded

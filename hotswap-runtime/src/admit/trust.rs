@@ -67,10 +67,11 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
-use crate::candidate::Candidate;
-use crate::deps::{admit_from_disk, pin_loaded, Dynamic, Pin};
-use crate::files::permissions;
-pub use crate::files::signature_path;
+use crate::admit::candidate::Candidate;
+use crate::admit::deps::{admit_from_disk, Dynamic};
+use crate::ffi::in_process::{pin_loaded, Pin};
+use crate::admit::files::permissions;
+pub use crate::admit::files::signature_path;
 pub use crate::problem::TrustProblem;
 use crate::digest::parse_hex;
 pub use crate::digest::{KeyFormatError, Sha256Digest};

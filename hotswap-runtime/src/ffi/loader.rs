@@ -45,12 +45,13 @@ use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::abi::{
     self, AbiStableVersion, HandoffSink, ModuleDescriptor, ModuleHeader, PanicMessage, StateAccess,
-    ThreadHooks, STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
+    STATUS_KEPT, STATUS_OK, STATUS_PANICKED,
 };
 use crate::error::Error;
 use crate::export::Export;
 use hotswap_boundary::shim::ShimFn;
-use crate::module::{FnSpec, Resolved, Shim};
+use crate::ffi::module::{FnSpec, Resolved, Shim};
+use crate::ffi::threads::Tracker;
 use crate::residency::{file_at, is_mapped, FileId, IMAGE_NAME_PREFIX};
 
 /// One module of a loaded library, checked against what the host expects:
@@ -58,6 +59,9 @@ use crate::residency::{file_at, is_mapped, FileId, IMAGE_NAME_PREFIX};
 pub(crate) struct Library {
     loaded: Loaded,
     descriptor: NonNull<ModuleDescriptor>,
+    /// The threads its code started and its thread-local destructors; the
+    /// library's hooks point into it, so it lives at least as long.
+    tracker: Arc<Tracker>,
 }
 
 // SAFETY: the handle is `Send + Sync`; the descriptor is immutable data in
@@ -94,8 +98,10 @@ pub(crate) enum TornDown {
 }
 
 impl Library {
-    /// Loads `bytes` (read from `source`) from a sealed in-memory file and
-    /// checks them against what the host expects. Returns the time spent
+    /// Loads `bytes` (read from `source`) from a sealed in-memory file,
+    /// checks them against what the host expects, and routes the module's
+    /// thread creation and thread-local destructors to a new [`Tracker`]
+    /// (see [`ThreadHooks`](crate::abi::ThreadHooks)). Returns the time spent
     /// checking.
     pub(crate) fn open(
         source: &Path,
@@ -105,8 +111,17 @@ impl Library {
         let loaded = Loaded::open(source, bytes)?;
         let started = Instant::now();
         let (descriptor, resolved) = loaded.module(source, expected)?;
+        let tracker = Tracker::new();
+        // SAFETY: `install` is this library's, checked with its header; the
+        // hooks live in `tracker`, which the library keeps, and which
+        // `Retiring` keeps until the library is unloaded.
+        unsafe { (descriptor.install)(tracker.hooks()) };
         let descriptor = NonNull::from(descriptor);
-        let library = Self { loaded, descriptor };
+        let library = Self {
+            loaded,
+            descriptor,
+            tracker,
+        };
         Ok((library, resolved, started.elapsed()))
     }
 
@@ -179,15 +194,9 @@ impl Library {
         self.descriptor().setup.is_some()
     }
 
-    /// Routes the module's thread creation and thread-local destructors to
-    /// `hooks`; see [`ThreadHooks`].
-    ///
-    /// # Safety
-    /// `hooks` stays valid for as long as this library is mapped.
-    pub(crate) unsafe fn install_thread_hooks(&self, hooks: *const ThreadHooks) {
-        // SAFETY: `install` is this library's, checked with its header; the
-        // caller keeps `hooks` valid while the library is mapped.
-        unsafe { (self.descriptor().install)(hooks) }
+    /// The threads its code started and its thread-local destructors.
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
     }
 
     /// The in-memory file this library was loaded from.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::files::{containing_directories, signature_path};
+use crate::admit::files::{containing_directories, signature_path};
 
 /// A build read from disk, with its content digest and what the trust
 /// checks need to know about where it came from.

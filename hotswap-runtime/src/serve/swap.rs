@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::abi;
-use crate::deps::Dynamic;
+use crate::admit::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
-use crate::integrity::{check_loadable, module_symbols};
-use crate::loader::{Expected, Library, StatePtr, TornDown};
-use crate::module::ModuleSpec;
-use crate::reentry;
+use crate::admit::integrity::{check_loadable, module_symbols};
+use crate::ffi::loader::{Expected, Library, StatePtr, TornDown};
+use crate::ffi::module::ModuleSpec;
+use crate::ffi::reentry;
 use crate::residency::FileId;
-use crate::retire::Retiring;
-use crate::threads::Tracker;
-use crate::candidate::Candidate;
-use crate::trust::TrustPolicy;
+use crate::serve::retire::Retiring;
+use crate::admit::candidate::Candidate;
+use crate::admit::trust::TrustPolicy;
 
 /// One loaded version of a module.
 pub(crate) struct Version<M: ModuleSpec> {
@@ -33,8 +32,6 @@ pub(crate) struct Version<M: ModuleSpec> {
     pub generation: u64,
     /// `None` only while dropping.
     library: Option<Library>,
-    /// The threads its code started and its thread-local destructors.
-    tracker: Arc<Tracker>,
     events: EventHub,
     last_error: Arc<Mutex<Option<Error>>>,
 }
@@ -53,8 +50,8 @@ impl<M: ModuleSpec> Drop for Version<M> {
             return;
         };
         Retiring {
+            tracker: library.tracker().clone(),
             library,
-            tracker: self.tracker.clone(),
             module: M::MODULE,
             generation: self.generation,
             events: self.events.clone(),
@@ -171,15 +168,10 @@ impl Loading {
         // original path from here on changes nothing.
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
         let (library, resolved, check) = Library::open(&build.path, &build.bytes, &expected)?;
-        let tracker = Tracker::new();
-        // SAFETY: the version keeps the tracker, and with it the hooks,
-        // alive until the library is unloaded (see `Retiring`).
-        unsafe { library.install_thread_hooks(tracker.hooks()) };
         let version = Version {
             table: M::table(&resolved),
             generation,
             library: Some(library),
-            tracker,
             events: events.clone(),
             last_error: last_error.clone(),
         };

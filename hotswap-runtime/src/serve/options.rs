@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::swap::BeforeLoad;
-use crate::trust::{PublicKey, Sha256Digest, TrustPolicy};
+use crate::serve::swap::BeforeLoad;
+use crate::admit::trust::{PublicKey, Sha256Digest, TrustPolicy};
 
 /// Where a detected build is swapped in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
