@@ -14,6 +14,8 @@ use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
 use crate::ffi::reentry::{self, Frame, Holding, Inside};
 use crate::residency::FileId;
 use crate::serve::options::{Options, SwapMode};
+use crate::serve::pin::Pin;
+use crate::serve::pins;
 use crate::serve::swap::{Core, Loading, SlotState, StateSlot, Version};
 use crate::watch::{self, WatchThread};
 
@@ -123,11 +125,11 @@ impl<M: HotModule> Hot<M> {
         if self.shared.has_pending.load(Ordering::Acquire) {
             self.shared.take_offer();
         }
-        // `load` pins through a per-thread slot: no shared cache line is
-        // written, so callers on different threads do not slow each other.
+        // Pins through a slot of this thread's own: plain loads and stores,
+        // no shared cache line written (see `serve/pin.rs`).
         M::guard(Pinned {
             shared: &self.shared,
-            version: self.shared.current.load(),
+            version: self.shared.current.pin(pins::this_thread()),
         })
     }
 
@@ -194,7 +196,7 @@ impl<M: HotModule> std::fmt::Debug for Hot<M> {
 /// A version pinned by a guard: the generated guard methods call through it.
 pub struct Pinned<'a, M: HotModule> {
     shared: &'a Core<M>,
-    version: arc_swap::Guard<Arc<Version<M>>>,
+    version: Pin<'a, Version<M>>,
 }
 
 impl<M: HotModule> Pinned<'_, M> {
@@ -299,7 +301,7 @@ impl<M: HotModule> Pinned<'_, M> {
         pinned: &'s Shim<E>,
         select: &impl Fn(&M::Table) -> &Shim<E>,
     ) -> &'s Shim<E> {
-        if std::ptr::eq(Arc::as_ptr(owner), Arc::as_ptr(&self.version)) {
+        if std::ptr::eq(Arc::as_ptr(owner), &raw const *self.version) {
             pinned
         } else {
             select(&owner.table)

@@ -193,7 +193,9 @@
 //! version created outlives it (the generated code keeps to this: values are
 //! converted to host types before the version is released). Every `unsafe`
 //! block that relies on these is in the host's `ffi` layer or in the
-//! boundary's shims, each with the reason it holds.
+//! boundary's shims, each with the reason it holds; the only other host
+//! `unsafe` is the lock-free pinning of versions (`serve/pin.rs`), which
+//! is model-checked with loom.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -218,6 +220,7 @@ host! {
     mod residency; //   which files are mapped, by device and inode
     mod events; //      swap events and their fan-out
     // ffi: loading and calling foreign code; all of the host's `unsafe`
+    // but the pin protocol's (serve/pin.rs, serve/pins.rs)
     mod ffi;
     // admit: a build from disk, decided on before any of its code runs
     mod admit;

@@ -1,6 +1,7 @@
 //! FFI: loading and calling foreign code. Every `unsafe` block of the host
-//! is in this layer, each with the reason it holds: the in-memory copy and
-//! `dlopen` ([`loader`]), the header and layout checks that make calling
+//! that touches foreign code is in this layer, each with the reason it
+//! holds (the host's only other `unsafe` is the lock-free pinning of
+//! versions, `serve/pin.rs`): the in-memory copy and `dlopen` ([`loader`]), the header and layout checks that make calling
 //! into a build sound, the typed shims ([`module`]), the threads and
 //! thread-local destructors a version starts ([`threads`]), the frames that
 //! record which module state a thread is inside ([`reentry`]), and the

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 
 use crate::abi;
 use crate::admit::deps::Dynamic;
@@ -22,6 +21,8 @@ use crate::ffi::loader::{Expected, Library, StatePtr, TornDown};
 use crate::ffi::module::ModuleSpec;
 use crate::ffi::reentry;
 use crate::residency::FileId;
+use crate::serve::pin::PinCell;
+use crate::serve::pins;
 use crate::serve::retire::Retiring;
 use crate::admit::candidate::Candidate;
 use crate::admit::trust::TrustPolicy;
@@ -104,7 +105,8 @@ pub(crate) struct RetryPlan {
 /// Everything a `Hot` and its watcher share.
 pub(crate) struct Core<M: ModuleSpec> {
     pub source: PathBuf,
-    pub current: ArcSwap<Version<M>>,
+    /// The serving version; `get()` pins it (see `pin.rs`).
+    pub current: PinCell<Version<M>>,
     pub state: RwLock<StateSlot<M>>,
     /// Held for a whole swap, so swaps never interleave.
     swapping: Mutex<SwapRecord>,
@@ -199,7 +201,7 @@ impl<M: ModuleSpec> Core<M> {
         let version = Arc::new(version);
         Ok(Self {
             source,
-            current: ArcSwap::new(version.clone()),
+            current: PinCell::new(version.clone(), pins::domain()),
             state: RwLock::new(StateSlot { version, state }),
             swapping: Mutex::new(SwapRecord {
                 serving: build.digest,
@@ -224,7 +226,7 @@ impl<M: ModuleSpec> Core<M> {
 
     /// The in-memory file the serving version was loaded from.
     pub fn serving_image(&self) -> FileId {
-        self.current.load().library().image()
+        self.current.pin(pins::this_thread()).library().image()
     }
 
     /// The digest of the build that is serving.
@@ -445,7 +447,7 @@ impl<M: ModuleSpec> Core<M> {
                 // 3. Publish: the new version owns the state and serves.
                 slot.state = state.map_or(SlotState::Stateless, SlotState::Live);
                 slot.version = next.clone();
-                self.current.store(next);
+                self.current.replace(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
                 // 4. Retire: `old` drops here; the version unloads when its

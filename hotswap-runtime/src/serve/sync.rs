@@ -1,0 +1,60 @@
+//! The atomics, locks and fences [`pin`](super::pin) is written against:
+//! `std`'s here, loom's in the model test (`tests/loom`), which includes
+//! `pin.rs` beside its own version of this file.
+
+use std::sync::atomic::compiler_fence;
+use std::sync::OnceLock;
+
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+/// Whether `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is available to
+/// this process: set once, before the first pin cell exists, and never
+/// changed, so every reader and writer of a cell agree on it.
+static EXPEDITED: OnceLock<bool> = OnceLock::new();
+
+/// Registers the process for expedited `membarrier` (Linux ≥ 4.14; a
+/// seccomp policy may forbid it). Call before making a pin cell.
+pub(crate) fn init() {
+    EXPEDITED.get_or_init(|| {
+        use rustix::thread::{membarrier, MembarrierCommand};
+        let registered = membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok();
+        if !registered {
+            tracing::debug!("membarrier is unavailable: pins use a full fence");
+        }
+        registered
+    });
+}
+
+#[inline(always)]
+fn expedited() -> bool {
+    // After `init`, which every cell's maker ran: always set.
+    EXPEDITED.get().copied().unwrap_or(false)
+}
+
+/// The reader's half of an asymmetric fence: with `membarrier`, only a
+/// compiler fence (the writer's heavy fence makes it a full one when it
+/// matters); without, a full fence.
+#[inline(always)]
+pub(crate) fn light_fence() {
+    if expedited() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The writer's half: a full barrier on every thread of the process
+/// (`membarrier`), or a full fence where readers use full fences too.
+pub(crate) fn heavy_fence() {
+    if expedited() {
+        use rustix::thread::{membarrier, MembarrierCommand};
+        if membarrier(MembarrierCommand::PrivateExpedited).is_ok() {
+            return;
+        }
+        // Registered, so it cannot fail; if it did, readers would not be
+        // ordered: stop rather than free a pinned version.
+        std::process::abort();
+    }
+    fence(Ordering::SeqCst);
+}
