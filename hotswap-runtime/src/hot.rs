@@ -121,6 +121,7 @@ impl<M: HotModule> Hot<M> {
     /// pinned version; its stateful calls run on the version that owns the
     /// state, which after a swap is the newer one, so no call ever sees a
     /// state its version does not own.
+    #[inline(always)]
     pub fn get(&self) -> M::Guard<'_> {
         if self.shared.has_pending.load(Ordering::Acquire) {
             self.shared.take_offer();

@@ -3,6 +3,8 @@
 //! the target ratios are printed by `cargo run --release -p hotswap-bench`.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use bench_module::bench::Hot;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -10,8 +12,8 @@ use hotswap_bench::{build, Stage};
 use hotswap_runtime::{Options, SwapMode};
 
 fn calls_and_swaps(c: &mut Criterion) {
-    let module_lib = build("bench-module");
-    let baseline_lib = build("bench-dylib");
+    let module_lib = build("bench-module", true);
+    let baseline_lib = build("bench-dylib", true);
     // SAFETY: our own benchmark library; `add_c` has exactly this signature.
     let raw_library = unsafe { libloading::Library::new(&baseline_lib) }.expect("load baseline");
     let raw: extern "C" fn(u64, u64) -> u64 = *unsafe { raw_library.get(b"add_c") }.expect("add_c");
@@ -19,6 +21,18 @@ fn calls_and_swaps(c: &mut Criterion) {
     let hot =
         Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect("open");
 
+    let atomic = AtomicU64::new(0);
+    c.bench_function("one atomic RMW (baseline)", |b| {
+        b.iter(|| atomic.fetch_add(black_box(1), Ordering::Relaxed))
+    });
+    let mutex = Mutex::new(0u64);
+    c.bench_function("uncontended Mutex + raw call (baseline)", |b| {
+        b.iter(|| {
+            let mut value = mutex.lock().unwrap();
+            *value = raw(*value, black_box(1));
+            *value
+        })
+    });
     c.bench_function("raw extern C call", |b| {
         b.iter(|| raw(black_box(1), black_box(2)))
     });
@@ -31,6 +45,7 @@ fn calls_and_swaps(c: &mut Criterion) {
     c.bench_function("get() + stateless call", |b| {
         b.iter(|| hot.get().add(black_box(1), black_box(2)))
     });
+    c.bench_function("get() + stateful call", |b| b.iter(|| hot.get().bump()));
 
     let bytes = std::fs::read(&module_lib).expect("read module");
     let mut round = 0u64;

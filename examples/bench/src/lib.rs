@@ -1,5 +1,5 @@
 //! Shared by the comparison binary and the criterion benches: builds the
-//! benchmark libraries (release) and opens them.
+//! benchmark libraries and opens them.
 
 use std::path::{Path, PathBuf};
 
@@ -17,12 +17,13 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target/hotswap-bench")
 }
 
-/// Builds `examples/<name>` in release mode and returns its library.
-pub fn build(name: &str) -> PathBuf {
+/// Builds `examples/<name>` (in release mode if `release`) and returns its
+/// library.
+pub fn build(name: &str, release: bool) -> PathBuf {
     hotswap_runtime::__test_hooks::build_module(
         &workspace_root().join("examples").join(name),
         Some(&target_dir()),
-        true,
+        release,
     )
     .unwrap_or_else(|error| panic!("building {name}: {error}"))
 }

@@ -6,6 +6,7 @@
 //! `cargo run --release -p hotswap-bench`
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,38 @@ mod hot_lib {
     hot_functions_from_file!("examples/bench-dylib/src/lib.rs");
 }
 
-const CALLS: u64 = 20_000_000;
+/// Calls per round: fewer in a debug build, which runs them ~10x slower.
+const CALLS: u64 = if cfg!(debug_assertions) {
+    2_000_000
+} else {
+    20_000_000
+};
 const ROUNDS: usize = 7;
 
-/// Median nanoseconds per call of `calls` calls of `body`, over [`ROUNDS`].
-fn per_call(calls: u64, mut body: impl FnMut(u64) -> u64) -> f64 {
-    let mut rounds: Vec<f64> = (0..ROUNDS)
+/// Nanoseconds per call over [`ROUNDS`] rounds: the spread is printed
+/// beside the median, because these figures move with the machine.
+#[derive(Clone, Copy)]
+struct Figure {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Figure {
+    fn of(mut rounds: Vec<f64>) -> Self {
+        rounds.sort_by(f64::total_cmp);
+        Self {
+            min: rounds[0],
+            median: rounds[rounds.len() / 2],
+            max: rounds[rounds.len() - 1],
+        }
+    }
+}
+
+/// Nanoseconds per call of `calls` calls of `body`, for each of [`ROUNDS`]
+/// rounds.
+fn rounds(calls: u64, mut body: impl FnMut(u64) -> u64) -> Vec<f64> {
+    (0..ROUNDS)
         .map(|_| {
             let started = Instant::now();
             let mut acc = 0;
@@ -34,20 +61,23 @@ fn per_call(calls: u64, mut body: impl FnMut(u64) -> u64) -> f64 {
             black_box(acc);
             started.elapsed().as_nanos() as f64 / calls as f64
         })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[ROUNDS / 2]
+        .collect()
 }
 
-/// Per-call nanoseconds when `threads` threads run `body` at once.
-fn per_call_threads<F: Fn(u64) -> u64 + Sync>(threads: usize, calls: u64, body: F) -> f64 {
+fn per_call(calls: u64, body: impl FnMut(u64) -> u64) -> Figure {
+    Figure::of(rounds(calls, body))
+}
+
+/// Per-call nanoseconds when `threads` threads run `body` at once (each
+/// round's figure is the mean over the threads).
+fn per_call_threads<F: Fn(u64) -> u64 + Sync>(threads: usize, calls: u64, body: F) -> Figure {
     let barrier = Barrier::new(threads);
-    let results: Vec<f64> = std::thread::scope(|scope| {
+    let per_thread: Vec<Vec<f64>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    per_call(calls, &body)
+                    rounds(calls, &body)
                 })
             })
             .collect();
@@ -56,7 +86,19 @@ fn per_call_threads<F: Fn(u64) -> u64 + Sync>(threads: usize, calls: u64, body: 
             .map(|worker| worker.join().unwrap())
             .collect()
     });
-    results.iter().sum::<f64>() / threads as f64
+    Figure::of(
+        (0..ROUNDS)
+            .map(|round| per_thread.iter().map(|r| r[round]).sum::<f64>() / threads as f64)
+            .collect(),
+    )
+}
+
+/// `get()` + one stateless call, not inlined into the loop: what
+/// `objdump -d` shows as the whole cost of a call (see the performance
+/// docs).
+#[inline(never)]
+fn get_and_add(hot: &Hot, acc: u64) -> u64 {
+    hot.get().add(acc, 1)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -65,9 +107,18 @@ fn median(mut values: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    println!("building the benchmark libraries (release) ...");
-    let module_lib = build("bench-module");
-    let baseline_lib = build("bench-dylib");
+    // The module is built in the host's profile: a debug host with a
+    // debug module is what `cargo run` gives users. hot-lib-reloader's
+    // library is always the release build (its `lib_dir` is fixed at
+    // compile time); its per-call cost is the host-side lock and lookup.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("building the benchmark libraries ({profile} host, {profile} module) ...");
+    let module_lib = build("bench-module", !cfg!(debug_assertions));
+    let baseline_lib = build("bench-dylib", true);
     assert_eq!(
         baseline_lib.parent(),
         Some(target_dir().join("release").as_path())
@@ -81,12 +132,16 @@ fn main() {
     let hot =
         Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect("open");
 
-    println!("\ncalls ({CALLS} per round, median of {ROUNDS} rounds):");
+    println!("\ncalls ({CALLS} per round, {ROUNDS} rounds: min / median / max ns per call):");
+    // What a locked read-modify-write costs here: the unit the targets'
+    // ratios hide, so they can be read on another machine.
+    let atomic = AtomicU64::new(0);
+    let rmw = per_call(CALLS, |acc| atomic.fetch_add(acc & 1, Ordering::Relaxed));
     let raw_ns = per_call(CALLS, |acc| raw(acc, 1));
     let guard = hot.get();
     let held_ns = per_call(CALLS, |acc| guard.add(acc, 1));
     drop(guard);
-    let get_ns = per_call(CALLS, |acc| hot.get().add(acc, 1));
+    let get_ns = per_call(CALLS, |acc| get_and_add(&hot, acc));
     let hlr_ns = per_call(CALLS / 10, |acc| hot_lib::add(acc, 1));
     let get_2t = per_call_threads(2, CALLS, |acc| hot.get().add(acc, 1));
     let hlr_2t = per_call_threads(2, CALLS / 10, |acc| hot_lib::add(acc, 1));
@@ -104,26 +159,25 @@ fn main() {
         **value = raw(**value, 1);
         acc ^ **value
     });
-    let rwlock = std::sync::RwLock::new(0u64);
-    let rwlock_ns = per_call(CALLS, |acc| {
-        let mut value = rwlock.write().unwrap();
-        *value = raw(*value, 1);
-        acc ^ *value
-    });
     let guard = hot.get();
     let held_stateful_ns = per_call(CALLS, |acc| acc ^ guard.bump());
     drop(guard);
     let stateful_ns = per_call(CALLS, |acc| acc ^ hot.get().bump());
-    let row = |name: &str, ns: f64| println!("  {name:<46} {ns:>7.2} ns");
+    let row = |name: &str, figure: Figure| {
+        println!(
+            "  {name:<46} {:>7.2} / {:>7.2} / {:>7.2}",
+            figure.min, figure.median, figure.max
+        )
+    };
+    row("one atomic read-modify-write (fetch_add)", rmw);
+    row("uncontended Mutex + raw call", mutex_ns);
+    row("uncontended Mutex<Box<u64>> + raw call", boxed_ns);
     row("raw extern \"C\" fn pointer", raw_ns);
     row("hotswap, held guard", held_ns);
     row("hotswap, get() + call", get_ns);
     row("hot-lib-reloader 0.8", hlr_ns);
     row("hotswap, get() + call, 2 threads (per call)", get_2t);
     row("hot-lib-reloader 0.8, 2 threads (per call)", hlr_2t);
-    row("uncontended Mutex + raw call", mutex_ns);
-    row("uncontended Mutex<Box<u64>> + raw call", boxed_ns);
-    row("uncontended RwLock (write) + raw call", rwlock_ns);
     row("hotswap, held guard, stateful call", held_stateful_ns);
     row("hotswap, get() + stateful call", stateful_ns);
 
@@ -228,26 +282,43 @@ fn main() {
         println!("  {megabytes:>3} MiB state: {held:>10.2?}  ({throughput:.0} MiB/s)");
     }
 
-    println!("\nratios (targets in parentheses):");
-    println!(
-        "  held guard / raw pointer                  {:>6.2}x  (<= 1.5x)",
-        held_ns / raw_ns
+    println!("\nratios of medians (targets in parentheses; baselines above):");
+    let ratio =
+        |name: &str, value: f64, target: &str| println!("  {name:<44} {value:>6.2}x  ({target})");
+    ratio(
+        "held guard / raw pointer",
+        held_ns.median / raw_ns.median,
+        "<= 1.5x",
     );
-    println!(
-        "  hot-lib-reloader / get()+call             {:>6.2}x  (>= 8x)",
-        hlr_ns / get_ns
+    ratio(
+        "get()+call / raw pointer",
+        get_ns.median / raw_ns.median,
+        "<= 3x",
     );
-    println!(
-        "  get()+call: 2 threads / 1 thread          {:>6.2}x  (<= 1.3x)",
-        get_2t / get_ns
+    ratio(
+        "hot-lib-reloader / get()+call",
+        hlr_ns.median / get_ns.median,
+        ">= 20x",
     );
-    println!(
-        "  held stateful call / (mutex + raw call)   {:>6.2}x  (<= 1x)",
-        held_stateful_ns / mutex_ns
+    ratio(
+        "get()+call: 2 threads / 1 thread",
+        get_2t.median / get_ns.median,
+        "<= 1.1x",
     );
-    println!(
-        "  held stateful call / (mutex on a Box + raw) {:>4.2}x  (state behind a pointer)",
-        held_stateful_ns / boxed_ns
+    ratio(
+        "get()+stateful call / (mutex + raw call)",
+        stateful_ns.median / mutex_ns.median,
+        "<= 1.2x",
+    );
+    ratio(
+        "get()+stateful call / (mutex on a Box + raw)",
+        stateful_ns.median / boxed_ns.median,
+        "state behind a pointer",
+    );
+    ratio(
+        "get()+call / one atomic RMW",
+        get_ns.median / rmw.median,
+        "no RMW in get()",
     );
     println!("  swap median                               {swap:>9.2?}  (< 1 ms)");
     println!("  signed swap median                        {signed_swap:>9.2?}  (SHA-256 + ed25519 added)");

@@ -67,7 +67,18 @@ impl Record {
     /// record, the only one that fills slots.
     #[inline(always)]
     fn free_slot(&self) -> Option<&AtomicPtr<()>> {
-        self.slots
+        // Usually the first: guards rarely nest.
+        let first = &self.slots[0];
+        if first.load(Ordering::Relaxed).is_null() {
+            return Some(first);
+        }
+        self.free_slot_past_first()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_slot_past_first(&self) -> Option<&AtomicPtr<()>> {
+        self.slots[1..]
             .iter()
             .find(|slot| slot.load(Ordering::Relaxed).is_null())
     }
@@ -187,7 +198,7 @@ impl<T> PinCell<T> {
     /// Pins the current value through a slot of `record` (the calling
     /// thread's): loads and stores only. With every slot taken, takes a
     /// reference count instead.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pin<'a>(&'a self, record: &Record) -> Pin<'a, T> {
         let Some(slot) = record.free_slot() else {
             return self.pin_counted();
@@ -360,7 +371,7 @@ impl<T> std::ops::Deref for Pin<'_, T> {
 }
 
 impl<T> Drop for Pin<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         match self.hold {
             Hold::Slot(slot) => {

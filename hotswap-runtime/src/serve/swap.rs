@@ -243,6 +243,8 @@ impl<M: ModuleSpec> Core<M> {
     }
 
     /// Swaps in the build left by `offer`, if one is still waiting.
+    #[cold]
+    #[inline(never)]
     pub fn take_offer(&self) {
         if self.called_from_inside() {
             // Left for a `get()` outside the module's calls.

@@ -3,33 +3,35 @@
 //! `pin.rs` beside its own version of this file.
 
 use std::sync::atomic::compiler_fence;
-use std::sync::OnceLock;
+use std::sync::Once;
 
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// Whether `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is available to
 /// this process: set once, before the first pin cell exists, and never
-/// changed, so every reader and writer of a cell agree on it.
-static EXPEDITED: OnceLock<bool> = OnceLock::new();
+/// changed, so every reader and writer of a cell agree on it. (A plain
+/// flag, not a `OnceLock`: the fast path reads it with one instruction.)
+static EXPEDITED: AtomicBool = AtomicBool::new(false);
+static REGISTER: Once = Once::new();
 
 /// Registers the process for expedited `membarrier` (Linux ≥ 4.14; a
-/// seccomp policy may forbid it). Call before making a pin cell.
+/// seccomp policy may forbid it). Call before making a pin cell: the
+/// `Once` orders the flag before the cell, and the cell before any use.
 pub(crate) fn init() {
-    EXPEDITED.get_or_init(|| {
+    REGISTER.call_once(|| {
         use rustix::thread::{membarrier, MembarrierCommand};
         let registered = membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok();
         if !registered {
             tracing::debug!("membarrier is unavailable: pins use a full fence");
         }
-        registered
+        EXPEDITED.store(registered, Ordering::Relaxed);
     });
 }
 
 #[inline(always)]
 fn expedited() -> bool {
-    // After `init`, which every cell's maker ran: always set.
-    EXPEDITED.get().copied().unwrap_or(false)
+    EXPEDITED.load(Ordering::Relaxed)
 }
 
 /// The reader's half of an asymmetric fence: with `membarrier`, only a
