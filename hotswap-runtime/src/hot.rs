@@ -113,8 +113,11 @@ impl<M: HotModule> Hot<M> {
     ///
     /// Never fails: if a new build cannot be swapped in, the old version
     /// keeps serving and the error is reported ([`Hot::last_error`],
-    /// [`SwapEvent::Refused`], the log). Its fast path reads atomics and
-    /// writes only to a slot of the calling thread.
+    /// [`SwapEvent::Refused`], the log). Neither `get()` nor the guard's
+    /// drop runs a locked instruction or writes memory another thread
+    /// reads on its own path: the version is pinned through a slot of the
+    /// calling thread (a hazard pointer; see
+    /// [`docs::performance`](crate::docs::performance)).
     ///
     /// Keep the guard short-lived: the version it pinned stays loaded until
     /// it drops (it never blocks a swap). Its stateless calls run on the
