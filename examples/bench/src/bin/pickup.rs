@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bench_module::bench::Hot;
+use hotswap_runtime::trust::Sha256Digest;
 use hotswap_runtime::{Options, SwapEvent, SwapTimings};
-use hotswap_scratch::{build_crate, workspace_root, ScratchCrate};
+use hotswap_scratch::{build_crate, workspace_root, ScratchCrate, SERDE};
 use notify::{RecursiveMode, Watcher as _};
 
 /// How long one swap may take before the run is given up.
@@ -77,13 +78,22 @@ fn scratch(dir: &Path, edition: u64) -> ScratchCrate {
 
 /// (a) Renamed debug builds → `Swapped`.
 fn rename(out: &Path, runs: usize) {
-    // With the whole runtime compiled in, as the modules the issue measured
-    // were: about 24 MB in a debug build.
+    // The size of a module with some dependencies: the whole runtime
+    // compiled in (as in the modules the issue measured), and two functions
+    // using serde_json and regex (without its Unicode tables), about 24 MB
+    // in a debug build.
     let builds: Vec<Vec<u8>> = (1..=2)
         .map(|edition| {
-            println!("building debug module {edition} of 2 (whole runtime compiled in) ...");
+            println!("building debug module {edition} of 2 (runtime, serde_json, regex) ...");
             let crate_dir = out.join(format!("rename-{edition}"));
-            let library = scratch(&crate_dir, edition)
+            let source = module_source(edition).replacen(
+                "    pub fn edition()",
+                "    pub fn to_json(state: &State) -> String {\n        serde_json::to_string(&state.data).unwrap_or_default()\n    }\n\n    pub fn matches(pattern: &str, text: &str) -> bool {\n        regex::Regex::new(pattern).is_ok_and(|regex| regex.is_match(text))\n    }\n\n    pub fn edition()",
+                1,
+            );
+            let library = ScratchCrate::new(&crate_dir, "bench-module")
+                .source(source)
+                .dependencies(format!("{SERDE}\nserde_json = \"1\"\nregex = {{ version = \"1\", default-features = false, features = [\"std\"] }}\n"))
                 .runtime_features(&["host"])
                 .write()
                 .map_err(|error| error.to_string())
@@ -95,17 +105,27 @@ fn rename(out: &Path, runs: usize) {
             std::fs::read(library).expect("read the built module")
         })
         .collect();
-    let stage = tempfile::tempdir().expect("stage directory");
-    let library = stage.path().join("libbench_module.so");
-    let next = stage.path().join("next.so");
-    std::fs::write(&library, &builds[0]).expect("stage version 1");
-    let hot = Hot::open(&library).expect("open version 1");
-    let events = hot.subscribe();
-    let recorder = Recorder::watch(stage.path(), RecursiveMode::NonRecursive);
     println!(
         "\n(a) rename of a {:.1} MB debug build -> Swapped, {runs} runs",
         builds[1].len() as f64 / 1e6
     );
+    renames(&builds, Options::new(), runs);
+    // SHA-256 of every build, unoptimised like the rest of this host.
+    let digests = builds.iter().map(|build| Sha256Digest::of(build));
+    let runs = runs.div_ceil(2);
+    println!("\n(a) the same with Options::allow_digests (SHA-256 in `admit`), {runs} runs");
+    renames(&builds, Options::new().allow_digests(digests), runs);
+}
+
+/// Renames `builds` in turn over a library opened with `options`.
+fn renames(builds: &[Vec<u8>], options: Options, runs: usize) {
+    let stage = tempfile::tempdir().expect("stage directory");
+    let library = stage.path().join("libbench_module.so");
+    let next = stage.path().join("next.so");
+    std::fs::write(&library, &builds[0]).expect("stage version 1");
+    let hot = Hot::open_with(&library, options).expect("open version 1");
+    let events = hot.subscribe();
+    let recorder = Recorder::watch(stage.path(), RecursiveMode::NonRecursive);
     let mut samples = Samples::default();
     for run in 0..runs {
         let bytes = &builds[(run + 1) % 2];
@@ -117,6 +137,7 @@ fn rename(out: &Path, runs: usize) {
         std::fs::rename(&next, &library).expect("rename");
         let timings = next_swap(&events);
         let took = renamed.elapsed();
+        samples.push("rename -> file event", recorder.first_since(renamed));
         println!("  run {run}: {}  |  {timings}", Millis(took));
         samples.push("rename -> Swapped", took);
         samples.push_timings(&timings);
@@ -279,6 +300,16 @@ impl Recorder {
 
     fn clear(&self) {
         self.events.lock().unwrap().clear();
+    }
+
+    /// From `since` until the first event.
+    fn first_since(&self, since: Instant) -> Duration {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .map(|(at, _)| at.saturating_duration_since(since))
+            .min()
+            .unwrap_or_default()
     }
 
     /// From the first to the last event about a path `matches` accepts.
