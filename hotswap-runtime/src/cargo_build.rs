@@ -39,6 +39,10 @@ pub fn build_module(
         .map(|built| built.library)
 }
 
+/// How often a running build is checked for having exited: what a swap
+/// after a rebuild waits for cargo's exit to be seen, at most.
+const EXIT_POLL: Duration = Duration::from_millis(5);
+
 /// One `cargo build` of a module crate's library.
 #[derive(Clone, Debug)]
 pub(crate) struct CargoBuild {
@@ -97,7 +101,7 @@ impl CargoBuild {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if stop(Duration::from_millis(25)) => {
+                Ok(None) if stop(EXIT_POLL) => {
                     kill(&mut child);
                     return Ok(None);
                 }

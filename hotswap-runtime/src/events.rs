@@ -107,17 +107,95 @@ pub enum SwapEvent {
     },
 }
 
-/// Phases of one swap.
+/// Where the time of one swap went, from the moment the new build was first
+/// noticed (or, when rebuild on save made it, from the save) until it
+/// served.
+///
+/// The phases follow one another without overlapping, so their sum is at
+/// most [`total`](Self::total); what is left is waiting for another swap to
+/// finish and handing over between threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SwapTimings {
-    /// Reading the new build, checking it is a complete library, writing
-    /// it to a sealed in-memory file and `dlopen`ing that.
+    /// Rebuild on save: from the first save of the burst that this build
+    /// came from until cargo started (the quiet period that lets a burst of
+    /// saves make one build). `None` for a build that did not come from
+    /// rebuild on save.
+    pub debounce: Option<Duration>,
+    /// Rebuild on save: from cargo's start until its output was noticed
+    /// (the library watcher saw cargo put it in place, or cargo exited,
+    /// whichever came first). `None` for a build that did not come from
+    /// rebuild on save. [`SwapEvent::Built`] says how long cargo ran.
+    pub build: Option<Duration>,
+    /// From the first file event about the new build until reading it
+    /// began: mostly the quiet period that lets its writer finish. Zero
+    /// for [`Hot::reload`](crate::Hot::reload), which reads at once.
+    pub detect: Duration,
+    /// Reading the file (once), its metadata and its signature.
+    pub read: Duration,
+    /// Deciding on the bytes before any of their code runs: ELF checks,
+    /// permissions, dependencies, and SHA-256 and signatures when
+    /// [`Options`](crate::Options) pins digests or keys.
+    pub admit: Duration,
+    /// Writing the bytes to a sealed in-memory file and `dlopen`ing it.
     pub load: Duration,
     /// Checking the header and every function's layout.
     pub check: Duration,
     /// `teardown` → handoff → `setup` under the state lock: the only time
     /// stateful callers wait.
     pub critical_section: Duration,
+    /// From the first save (rebuild on save) or the first file event (a
+    /// build that landed) or the call ([`Hot::reload`](crate::Hot::reload))
+    /// until the new version served.
+    pub total: Duration,
+}
+
+impl SwapTimings {
+    /// The sum of the phases measured: at most [`total`](Self::total).
+    pub fn phases(&self) -> Duration {
+        self.debounce.unwrap_or_default()
+            + self.build.unwrap_or_default()
+            + self.detect
+            + self.read
+            + self.admit
+            + self.load
+            + self.check
+            + self.critical_section
+    }
+}
+
+impl std::fmt::Display for SwapTimings {
+    /// One line, in the order the phases ran: `debounce 12ms + build
+    /// 412ms + detect 10ms + read 6ms + ... = 460ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rebuild = [("debounce", self.debounce), ("build", self.build)];
+        let swap = [
+            ("detect", self.detect),
+            ("read", self.read),
+            ("admit", self.admit),
+            ("load", self.load),
+            ("check", self.check),
+            ("critical section", self.critical_section),
+        ];
+        let phases = rebuild
+            .into_iter()
+            .filter_map(|(name, took)| Some((name, took?)))
+            .chain(swap);
+        for (index, (name, took)) in phases.enumerate() {
+            let plus = if index == 0 { "" } else { " + " };
+            write!(f, "{plus}{name} {}", Millis(took))?;
+        }
+        write!(f, " = {}", Millis(self.total))
+    }
+}
+
+/// A duration in milliseconds, to two decimals.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} ms", self.0.as_secs_f64() * 1e3)
+    }
 }
 
 /// Fans events out to every subscriber; dropped subscribers are forgotten.

@@ -68,8 +68,8 @@
 //! # How a swap works
 //!
 //! 0. [`Hot::open`] starts a watcher on the library's directory. A new build
-//!    is taken once its writer has finished and its content hash differs from the
-//!    serving build; [`SwapMode`] chooses whether the watcher swaps it in
+//!    is taken once its writer has finished and its bytes differ from the
+//!    serving build's; [`SwapMode`] chooses whether the watcher swaps it in
 //!    (default), the next [`Hot::get`] does, or only [`Hot::reload`]. A
 //!    build the watcher could not load for a reason that may pass (reading
 //!    it or `dlopen` failed: [`Error::is_transient`]) is tried again with a

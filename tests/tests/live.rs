@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use counter::counter::Hot;
 use hotswap_runtime::FileId;
-use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
+use hotswap_runtime::{Error, Options, SwapEvent, SwapMode, SwapTimings};
 use hotswap_tests::{library, stripped_library, Fixture, Stage};
 
 /// Generous: these tests check that things happen, not how fast (the
@@ -34,6 +34,25 @@ fn next_swap_or_refusal(events: &Receiver<SwapEvent>) -> SwapEvent {
             _ => continue,
         }
     }
+}
+
+/// The phases of a swap add up to at most its total, each was measured,
+/// and none is a rebuild's.
+fn assert_consistent(timings: &SwapTimings) {
+    assert!(timings.phases() <= timings.total, "{timings:?}");
+    for (phase, took) in [
+        ("read", timings.read),
+        ("load", timings.load),
+        ("check", timings.check),
+        ("critical section", timings.critical_section),
+    ] {
+        assert!(took > Duration::ZERO, "{phase} not measured: {timings:?}");
+    }
+    assert_eq!(
+        (timings.debounce, timings.build),
+        (None, None),
+        "not a rebuild"
+    );
 }
 
 /// Nothing but unload reports arrives for `quiet`.
@@ -64,10 +83,11 @@ fn a_renamed_build_is_picked_up_in_the_background() {
             timings,
             ..
         } => {
-            println!(
-                "renamed build serving after {:?} ({timings:?})",
-                replaced.elapsed()
-            );
+            let serving = replaced.elapsed();
+            println!("renamed build serving after {serving:?} ({timings})");
+            assert_consistent(&timings);
+            // Timed from the rename's event, which came after the rename.
+            assert!(timings.total <= serving, "{timings:?}");
         }
         other => panic!("expected a swap, got {other:?}"),
     }
@@ -115,6 +135,29 @@ fn rewriting_the_same_bytes_is_not_a_change() {
         next_swap_or_refusal(&events),
         SwapEvent::Swapped { .. }
     ));
+}
+
+#[test]
+fn a_build_of_the_same_size_differing_in_its_last_byte_is_a_change() {
+    // Bytes past the end of everything the loader reads: both load, and
+    // only the comparison of the very last byte tells them apart.
+    let mut bytes = std::fs::read(library(Fixture::V1)).unwrap();
+    bytes.push(0);
+    let stage = Stage::with(Fixture::V1);
+    stage.put_bytes(&bytes);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(7);
+    // The same bytes again, as a new file: not a change.
+    stage.put_bytes(&bytes);
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    *bytes.last_mut().unwrap() = 1;
+    stage.put_bytes(&bytes);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { from: 0, to: 1, .. }
+    ));
+    assert_eq!((hot.get().count(), hot.generation()), (7, 1));
 }
 
 #[test]
@@ -294,6 +337,15 @@ fn manual_mode_swaps_only_on_reload() {
     assert_eq!(hot.get().version(), 1);
     hot.reload().unwrap();
     assert_eq!(hot.get().version(), 2);
+    let timings = events
+        .try_iter()
+        .find_map(|event| match event {
+            SwapEvent::Swapped { timings, .. } => Some(timings),
+            _ => None,
+        })
+        .expect("reload() reported its swap");
+    assert_consistent(&timings);
+    assert_eq!(timings.detect, Duration::ZERO, "reload() reads at once");
 }
 
 #[test]

@@ -89,6 +89,24 @@ fn saving_the_source_rebuilds_and_swaps_in_the_new_behaviour() {
         })
         .collect();
     assert_eq!(builds.len(), 1, "one build for the burst: {seen:?}");
+    // The swap carries the whole way from the save: debounce and build
+    // included, whichever thread swapped cargo's output in.
+    let timings = seen
+        .iter()
+        .find_map(|event| match event {
+            SwapEvent::Swapped { timings, .. } => Some(*timings),
+            _ => None,
+        })
+        .expect("swapped");
+    let (Some(debounce), Some(build)) = (timings.debounce, timings.build) else {
+        panic!("a rebuild's swap without its debounce and build: {timings:?}");
+    };
+    assert!(
+        debounce > Duration::ZERO && build > Duration::ZERO,
+        "{timings}"
+    );
+    assert!(timings.phases() <= timings.total, "{timings:?}");
+    println!("save -> serving: {timings}");
     // Built in the profile the opened library came from.
     assert!(
         builds[0].ends_with("debug/libcounter.so"),

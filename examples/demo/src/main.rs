@@ -96,10 +96,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         hot.generation()
     );
     println!("  cargo build (run by the runtime): {build_took:?}");
-    println!(
-        "  swap: load {:?}, check {:?}, callers held for {:?}",
-        timings.load, timings.check, timings.critical_section
-    );
+    // Save to serving, phase by phase: debounce + build + detect + read +
+    // admit + load + check + critical section (callers held) = total.
+    println!("  save -> serving: {timings}");
     println!("  greeting: {:?} -> {:?}", before.greeting, after.greeting);
     println!("  state:    {:?}", after.description);
     println!(

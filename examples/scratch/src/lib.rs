@@ -43,6 +43,7 @@ pub struct ScratchCrate {
     source: String,
     manifest_extra: String,
     build_script: Option<String>,
+    runtime_features: Vec<String>,
 }
 
 impl ScratchCrate {
@@ -58,6 +59,7 @@ impl ScratchCrate {
             source: String::new(),
             manifest_extra: String::new(),
             build_script: None,
+            runtime_features: Vec::new(),
         }
     }
 
@@ -86,6 +88,14 @@ impl ScratchCrate {
         self
     }
 
+    /// Features of `hotswap-runtime` to turn on (none by default: a module
+    /// compiles only the boundary). `["host"]` compiles the whole runtime
+    /// into the module, which makes a debug build about twice as large.
+    pub fn runtime_features(mut self, features: &[&str]) -> Self {
+        self.runtime_features = features.iter().map(|&feature| feature.to_owned()).collect();
+        self
+    }
+
     /// The crate's `build.rs`, if it has one.
     pub fn build_script(mut self, build_rs: Option<String>) -> Self {
         self.build_script = build_rs;
@@ -100,6 +110,11 @@ impl ScratchCrate {
     /// The manifest as written.
     pub fn manifest(&self) -> String {
         let runtime = workspace_root().join("hotswap-runtime");
+        let features = if self.runtime_features.is_empty() {
+            String::new()
+        } else {
+            format!(", features = {:?}", self.runtime_features)
+        };
         format!(
             r#"[package]
 name = {package:?}
@@ -112,7 +127,7 @@ crate-type = ["cdylib", "rlib"]
 
 [dependencies]
 # A module compiles only the boundary: no host features.
-hotswap-runtime = {{ path = {runtime:?}, default-features = false }}
+hotswap-runtime = {{ path = {runtime:?}, default-features = false{features} }}
 {dependencies}
 
 # Not a member of the workspace it is written in: its own.

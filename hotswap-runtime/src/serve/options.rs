@@ -70,7 +70,7 @@ impl Options {
     /// under `crate_dir` outside target directories.
     ///
     /// A burst of saves is one `cargo build --lib`, run after the sources
-    /// have been quiet for a moment (150 ms; see
+    /// have been quiet for a moment (20 ms; see
     /// [`Options::rebuild_debounce`]), in the profile, target directory and
     /// target triple of the library given to [`Hot::open_with`](crate::Hot::open_with), read off
     /// its path (`<target-dir>/<profile>/lib….so`). The built library is

@@ -24,7 +24,7 @@ use crate::residency::FileId;
 use crate::serve::pin::PinCell;
 use crate::serve::pins;
 use crate::serve::retire::Retiring;
-use crate::admit::candidate::Candidate;
+use crate::admit::candidate::{Candidate, Identity};
 use crate::admit::trust::TrustPolicy;
 
 /// One loaded version of a module.
@@ -83,13 +83,22 @@ pub(crate) struct StateSlot<M: ModuleSpec> {
     pub state: SlotState,
 }
 
-/// What the swaps so far decided, to tell new builds from known ones.
+/// What the swaps so far decided, to tell new builds from known ones (the
+/// serving build is told by its in-memory file, [`Core::serves`]).
 struct SwapRecord {
-    /// The digest of the serving build.
-    serving: u128,
     /// [`Candidate::identity`] of the last build refused for what it is (not
     /// for a reason that may pass, [`Error::is_transient`]).
-    refused: Option<u128>,
+    refused: Option<Identity>,
+}
+
+/// A rebuild on save under way: its build, once noticed, is timed from the
+/// save.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RebuildRun {
+    /// The first save of the burst.
+    pub saved: Instant,
+    /// When cargo started.
+    pub started: Instant,
 }
 
 /// The watcher's plan for a build that fails for a reason that may pass:
@@ -117,6 +126,9 @@ pub(crate) struct Core<M: ModuleSpec> {
     pending: Mutex<Option<Candidate>>,
     pub has_pending: AtomicBool,
     loading: Loading,
+    /// The rebuild on save under way, if any: the next build noticed after
+    /// cargo started is its output, whoever swaps it in.
+    rebuild: Mutex<Option<RebuildRun>>,
 }
 
 /// Runs after a build passed the trust checks and before it is loaded
@@ -131,14 +143,16 @@ pub(crate) struct Loading {
 
 impl Loading {
     /// Checks a build, then loads it from memory and checks the library;
-    /// returns the version and the time spent checking the loaded library.
+    /// records the time each took in `timings` (`admit`, `load`, `check`).
     fn load<M: ModuleSpec>(
         &self,
         build: &Candidate,
         generation: u64,
         events: &EventHub,
         last_error: &Arc<Mutex<Option<Error>>>,
-    ) -> Result<(Version<M>, std::time::Duration), Error> {
+        timings: &mut SwapTimings,
+    ) -> Result<Version<M>, Error> {
+        let started = Instant::now();
         check_loadable(&build.path, &build.bytes)?;
         let dynamic = Dynamic::parse(&build.bytes).map_err(|detail| Error::Malformed {
             path: build.path.clone(),
@@ -163,13 +177,17 @@ impl Loading {
                 symbol,
             });
         }
+        timings.admit = started.elapsed();
         if let Some(before_load) = &self.before_load {
             before_load(&build.path);
         }
         // What is loaded are the bytes just checked: what happens to the
         // original path from here on changes nothing.
+        let loading = Instant::now();
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
         let (library, resolved, check) = Library::open(&build.path, &build.bytes, &expected)?;
+        timings.load = loading.elapsed().saturating_sub(check);
+        timings.check = check;
         let version = Version {
             table: M::table(&resolved),
             generation,
@@ -177,7 +195,7 @@ impl Loading {
             events: events.clone(),
             last_error: last_error.clone(),
         };
-        Ok((version, check))
+        Ok(version)
     }
 }
 
@@ -187,7 +205,8 @@ impl<M: ModuleSpec> Core<M> {
         let events = EventHub::default();
         let last_error = Arc::default();
         let build = Candidate::read(&source)?;
-        let (version, _) = loading.load::<M>(&build, 0, &events, &last_error)?;
+        let mut timings = SwapTimings::default();
+        let version = loading.load::<M>(&build, 0, &events, &last_error, &mut timings)?;
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
             Err(failure) => {
@@ -203,16 +222,14 @@ impl<M: ModuleSpec> Core<M> {
             source,
             current: PinCell::new(version.clone(), pins::domain()),
             state: RwLock::new(StateSlot { version, state }),
-            swapping: Mutex::new(SwapRecord {
-                serving: build.digest,
-                refused: None,
-            }),
+            swapping: Mutex::new(SwapRecord { refused: None }),
             generation: AtomicU64::new(0),
             last_error,
             events,
             pending: Mutex::new(None),
             has_pending: AtomicBool::new(false),
             loading,
+            rebuild: Mutex::new(None),
         })
     }
 
@@ -229,9 +246,30 @@ impl<M: ModuleSpec> Core<M> {
         self.current.pin(pins::this_thread()).library().image()
     }
 
-    /// The digest of the build that is serving.
-    pub fn serving_digest(&self) -> u128 {
-        lock(&self.swapping).serving
+    /// Whether `build` is the build that serves: the same bytes as the
+    /// serving version's in-memory file. Builds of another size are told
+    /// apart without reading anything; an image that cannot be read back
+    /// counts as another build (swapping it in again is harmless).
+    pub fn serves(&self, build: &Candidate) -> bool {
+        // Pinned, not read under the state lock: stateful calls do not
+        // wait for this, nor this for them.
+        self.current
+            .pin(pins::this_thread())
+            .library()
+            .loaded_from(&build.bytes)
+            .unwrap_or(false)
+    }
+
+    /// A rebuild on save started cargo: the next build noticed is its
+    /// output, and its swap is timed from the save.
+    pub fn rebuild_started(&self, run: RebuildRun) {
+        *lock(&self.rebuild) = Some(run);
+    }
+
+    /// The rebuild on save is over (its output swapped in or refused, or
+    /// cargo failed).
+    pub fn rebuild_finished(&self) {
+        *lock(&self.rebuild) = None;
     }
 
     /// Leaves `build` for the next `get()` to swap in.
@@ -300,7 +338,7 @@ impl<M: ModuleSpec> Core<M> {
         let mut record = lock(&self.swapping);
         let build = build.map_or_else(|| Candidate::read(&self.source), Ok);
         if let (true, Ok(build)) = (skip_known, &build) {
-            if build.digest == record.serving {
+            if self.serves(build) {
                 // Whatever failed since, what serves is this build.
                 *lock(&self.last_error) = None;
                 return Ok(());
@@ -310,10 +348,7 @@ impl<M: ModuleSpec> Core<M> {
             }
         }
         let result = build.and_then(|build| match self.swap_in(&build) {
-            Ok(swapped) => {
-                record.serving = build.digest;
-                Ok(swapped)
-            }
+            Ok(swapped) => Ok(swapped),
             Err(error) => {
                 // A build that may load when tried again is not known bad.
                 if !error.is_transient() {
@@ -323,10 +358,13 @@ impl<M: ModuleSpec> Core<M> {
             }
         });
         match result {
-            Ok(swapped) => {
+            Ok((swapped, retired)) => {
                 *lock(&self.last_error) = None;
-                // Reported once the swap is fully recorded.
+                // Reported once the swap is fully recorded, and before the
+                // old version retires (unloading a large library takes
+                // milliseconds that the new version already serves in).
                 self.events.emit(swapped);
+                drop(retired);
                 Ok(())
             }
             Err(error) => {
@@ -376,24 +414,28 @@ impl<M: ModuleSpec> Core<M> {
         self.events.emit(event);
     }
 
-    /// Loads `build` and swaps it in; returns the `Swapped` event to report.
+    /// Loads `build` and swaps it in; returns the `Swapped` event to report,
+    /// and the old version, which retires when the caller drops it.
     ///
     /// The swap's four stages, in order: admit and load (off the critical
     /// path: `Loading::load`), the critical section (teardown -> handoff ->
     /// setup under the state lock), publish (the new version serves), and
     /// retire (the old one unloads once its last guard and thread are gone:
     /// `Version`'s drop, `retire.rs`).
-    fn swap_in(&self, build: &Candidate) -> Result<SwapEvent, Error> {
+    fn swap_in(&self, build: &Candidate) -> Result<(SwapEvent, Arc<Version<M>>), Error> {
         // 1. Admit and load: trust, ELF and dependency checks, dlopen,
         //    header and layout checks. Callers keep calling meanwhile.
-        let started = Instant::now();
+        let mut timings = SwapTimings {
+            detect: build.read_at.saturating_duration_since(build.noticed),
+            read: build.read,
+            ..SwapTimings::default()
+        };
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
-        let (next, check) = self
-            .loading
-            .load::<M>(build, to, &self.events, &self.last_error)?;
+        let next =
+            self.loading
+                .load::<M>(build, to, &self.events, &self.last_error, &mut timings)?;
         let next = Arc::new(next);
-        let load = started.elapsed() - check;
 
         // 2. Critical section: no stateful call runs until the slot is
         //    released, so no update falls between teardown and setup.
@@ -452,20 +494,19 @@ impl<M: ModuleSpec> Core<M> {
                 self.current.replace(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
-                // 4. Retire: `old` drops here; the version unloads when its
-                //    last guard and thread are gone too (see `Retiring`).
-                let timings = SwapTimings {
-                    load,
-                    check,
-                    critical_section: critical.elapsed(),
-                };
-                tracing::info!(module = M::MODULE, from, to, ?timings, "hot module swapped");
-                Ok(SwapEvent::Swapped {
+                // 4. Retire: `old` drops once the swap is reported; the
+                //    version unloads when its last guard and thread are gone
+                //    too (see `Retiring`).
+                timings.critical_section = critical.elapsed();
+                self.time_from_origin(build, &mut timings);
+                tracing::info!(module = M::MODULE, from, to, %timings, "hot module swapped");
+                let swapped = SwapEvent::Swapped {
                     module: M::MODULE,
                     from,
                     to,
                     timings,
-                })
+                };
+                Ok((swapped, old))
             }
             Err(failure) => {
                 let error = Error::Setup {
@@ -483,6 +524,26 @@ impl<M: ModuleSpec> Core<M> {
                 Err(error)
             }
         }
+    }
+}
+
+impl<M: ModuleSpec> Core<M> {
+    /// Sets `timings.total`, from the save when `build` is the output of
+    /// the rebuild on save under way (and then its `debounce` and `build`),
+    /// else from when `build` was noticed.
+    fn time_from_origin(&self, build: &Candidate, timings: &mut SwapTimings) {
+        let now = Instant::now();
+        // A build noticed before cargo started is not its output.
+        let run = lock(&self.rebuild).filter(|run| build.noticed >= run.started);
+        let origin = match run {
+            Some(RebuildRun { saved, started }) => {
+                timings.debounce = Some(started.saturating_duration_since(saved));
+                timings.build = Some(build.noticed.saturating_duration_since(started));
+                saved
+            }
+            None => build.noticed,
+        };
+        timings.total = now.saturating_duration_since(origin);
     }
 }
 
