@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bench_module::bench::Hot;
 use hotswap_bench::{build, target_dir, Stage};
 use hotswap_runtime::trust::{signature_path, SecretKey};
-use hotswap_runtime::{Options, SwapEvent, SwapMode};
+use hotswap_runtime::{Options, SwapEvent, SwapMode, SwapTimings};
 
 #[hot_lib_reloader::hot_module(dylib = "bench_dylib", lib_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/hotswap-bench/release"))]
 mod hot_lib {
@@ -138,6 +138,12 @@ fn main() {
     let hot =
         Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect("open");
 
+    if std::env::var_os("HOTSWAP_BENCH_PROFILE_GET").is_some() {
+        // Only `get()` + call, for `perf record`.
+        let figure = per_call(CALLS * 5, |acc| get_and_add(&hot, acc));
+        println!("get() + call: {:.2} ns", figure.median);
+        return;
+    }
     println!("\ncalls ({CALLS} per round, {ROUNDS} rounds: min / median / max ns per call):");
     // What a locked read-modify-write costs here: the unit the targets'
     // ratios hide, so they can be read on another machine.
@@ -193,8 +199,8 @@ fn main() {
     );
     let events = hot.subscribe();
     let bytes = std::fs::read(&module_lib).unwrap();
-    let mut totals = Vec::new();
-    let mut critical = Vec::new();
+    let mut returned = Vec::new();
+    let mut timings = Vec::new();
     for round in 0..51u8 {
         // Different bytes each time (a trailing byte the loader ignores),
         // written and renamed like a build; `reload` takes it from there.
@@ -203,17 +209,30 @@ fn main() {
         stage.put(&build);
         let started = Instant::now();
         hot.reload().expect("swap");
-        totals.push(started.elapsed());
-        if let Some(SwapEvent::Swapped { timings, .. }) = events
+        returned.push(started.elapsed());
+        if let Some(SwapEvent::Swapped { timings: swap, .. }) = events
             .try_iter()
             .find(|e| matches!(e, SwapEvent::Swapped { .. }))
         {
-            critical.push(timings.critical_section);
+            timings.push(swap);
         }
     }
-    let (swap, held) = (median(totals), median(critical));
-    println!("  reload(), file ready to new version serving  {swap:>10.2?} (median of 51)");
+    let phase = |pick: fn(&SwapTimings) -> Duration| median(timings.iter().map(pick).collect());
+    let (swap, held) = (phase(|t| t.total), phase(|t| t.critical_section));
+    println!("  file ready to new version serving           {swap:>10.2?} (median of 51)");
+    println!(
+        "    read {:.2?} + admit {:.2?} + load {:.2?} + check {:.2?} + critical section {:.2?}",
+        phase(|t| t.read),
+        phase(|t| t.admit),
+        phase(|t| t.load),
+        phase(|t| t.check),
+        held
+    );
     println!("  of which callers were held                   {held:>10.2?}");
+    println!(
+        "  reload() returned (old version unloaded too) {:>10.2?}",
+        median(returned)
+    );
 
     // The same, with a signature to verify (SHA-256 of the build + ed25519).
     let key = SecretKey::generate().expect("a key");
