@@ -142,6 +142,11 @@ fn main() {
         // Only `get()` + call, for `perf record`.
         let figure = per_call(CALLS * 5, |acc| get_and_add(&hot, acc));
         println!("get() + call: {:.2} ns", figure.median);
+        let figure = per_call(CALLS * 5, |acc| {
+            drop(black_box(hot.get()));
+            acc + 1
+        });
+        println!("get() and drop, no call: {:.2} ns", figure.median);
         return;
     }
     println!("\ncalls ({CALLS} per round, {ROUNDS} rounds: min / median / max ns per call):");
