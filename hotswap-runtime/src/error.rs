@@ -221,6 +221,36 @@ pub enum Error {
         detail: String,
     },
 
+    /// [`Registry::open_found`](crate::Registry::open_found) on a registry
+    /// made without a directory ([`Registry::new`](crate::Registry::new)).
+    #[error("cannot look for hot module `{module}`: this registry has no directory; make it with Registry::in_directory, or open the library with Registry::open")]
+    NoDirectory {
+        /// The module looked for.
+        module: &'static str,
+    },
+
+    /// No `.so` file in the registry's directory exports the module
+    /// ([`Registry::open_found`](crate::Registry::open_found)).
+    #[error("no library in {} exports hot module `{module}` (symbol `{symbol}`); build its crate into that directory, or open the library by path with Registry::open", directory.display())]
+    NotInDirectory {
+        /// The directory searched.
+        directory: PathBuf,
+        /// The module looked for.
+        module: &'static str,
+        /// The symbol looked for.
+        symbol: String,
+    },
+
+    /// The module is in the registry already: a second copy would run its
+    /// `setup` beside the first, with a state of its own.
+    #[error("hot module `{crate_name}::{module}` is already in this registry; get it with Registry::get instead of opening it again")]
+    AlreadyRegistered {
+        /// The module.
+        module: &'static str,
+        /// Its crate.
+        crate_name: &'static str,
+    },
+
     /// The library's directory could not be watched for new builds.
     #[error("cannot watch {} for new builds: {detail}", path.display())]
     Watch {

@@ -89,6 +89,7 @@ impl<M: HotModule> Hot<M> {
         let loading = Loading {
             trust: options.trust,
             before_load: options.before_load,
+            mapped: Arc::default(),
         };
         let shared = Arc::new(Core::<M>::open(source, loading)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
@@ -153,6 +154,14 @@ impl<M: HotModule> Hot<M> {
     /// How many swaps succeeded since `open`.
     pub fn generation(&self) -> u64 {
         self.shared.generation()
+    }
+
+    /// How many versions of the module are mapped: the serving one, and
+    /// retired ones that a guard or a thread they started still keeps (or
+    /// that stayed resident after `dlclose`,
+    /// [`SwapEvent::StayedResident`]).
+    pub fn mapped_versions(&self) -> usize {
+        self.shared.mapped_versions()
     }
 
     /// The error of the last swap attempt, if it failed.

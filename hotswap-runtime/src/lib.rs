@@ -231,6 +231,7 @@ host! {
     mod cargo_build; // running cargo for a module crate
     mod rebuild; //     rebuild on save
     mod hot; //         `Hot`, `HotModule`, `Pinned`
+    mod registry; //    every module of a host, by type and by name
     pub mod inspect; // reading and comparing builds (the CLI's core)
     // the long-form documentation
     pub mod docs;
@@ -239,6 +240,7 @@ host! {
     pub use error::Error;
     pub use events::{SwapEvent, SwapTimings};
     pub use hot::{Hot, HotModule};
+    pub use registry::{ModuleStatus, Registrable, Registry};
     pub use residency::FileId;
     pub use serve::options::{Options, SwapMode};
 }

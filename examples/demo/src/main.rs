@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use counter_module::counter;
-use hotswap_runtime::{Options, SwapEvent};
+use hotswap_runtime::{Options, Registry, SwapEvent};
 use hotswap_scratch::ScratchCrate;
 
 const SERVING_THREADS: usize = 4;
@@ -30,11 +30,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build(&target_dir)
         .map_err(|error| error as Box<dyn Error>)?;
     let scratch = scratch.dir();
-    // Rebuild on save: the runtime runs cargo when the crate's sources change.
-    let hot = Arc::new(counter::Hot::open_with(
-        &library,
-        Options::new().rebuild_on_save(scratch),
-    )?);
+    // One registry holds the process's hot modules (here, one), for code
+    // that calls them and for tooling that lists them. Rebuild on save: the
+    // runtime runs cargo when the crate's sources change.
+    let modules = Registry::new();
+    let hot = modules.open::<counter::Hot>(&library, Options::new().rebuild_on_save(scratch))?;
     let before = snapshot(&hot);
     println!("serving version {}: {:?}", before.version, before.greeting);
 
@@ -110,6 +110,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             "UPDATES WERE LOST"
         }
     );
+    println!("  loaded in this process (Registry::list):");
+    for module in modules.list() {
+        println!("    {module}");
+    }
     if after.count != total || after.version != 2 {
         return Err("the swap did not carry the state over".into());
     }

@@ -1,6 +1,7 @@
 //! Retiring a version: unloading it once none of its code can run, or
 //! keeping it mapped, and saying so, while threads it started still run.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub(crate) struct Retiring {
     pub generation: u64,
     pub events: EventHub,
     pub last_error: Arc<Mutex<Option<Error>>>,
+    /// The module's count of mapped versions.
+    pub mapped: Arc<AtomicUsize>,
 }
 
 impl Retiring {
@@ -51,6 +54,7 @@ impl Retiring {
             module,
             generation,
             events,
+            mapped,
             ..
         } = self;
         let image = library.image();
@@ -62,6 +66,7 @@ impl Retiring {
                 image,
             });
         } else {
+            mapped.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(module, generation, "retired version unloaded");
             events.emit(SwapEvent::Unloaded { module, generation });
         }

@@ -2,7 +2,7 @@
 
 use std::mem;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 // The state lock is on every stateful call: parking_lot's is a single
@@ -35,6 +35,8 @@ pub(crate) struct Version<M: ModuleSpec> {
     library: Option<Library>,
     events: EventHub,
     last_error: Arc<Mutex<Option<Error>>>,
+    /// The module's count of mapped versions, this one included.
+    mapped: Arc<AtomicUsize>,
 }
 
 impl<M: ModuleSpec> Version<M> {
@@ -57,6 +59,7 @@ impl<M: ModuleSpec> Drop for Version<M> {
             generation: self.generation,
             events: self.events.clone(),
             last_error: self.last_error.clone(),
+            mapped: self.mapped.clone(),
         }
         .retire();
     }
@@ -139,6 +142,9 @@ pub(crate) type BeforeLoad = Arc<dyn Fn(&Path) + Send + Sync>;
 pub(crate) struct Loading {
     pub trust: TrustPolicy,
     pub before_load: Option<BeforeLoad>,
+    /// How many of the module's versions are mapped: one more per loaded
+    /// version, one less when one leaves the address space.
+    pub mapped: Arc<AtomicUsize>,
 }
 
 impl Loading {
@@ -194,7 +200,9 @@ impl Loading {
             library: Some(library),
             events: events.clone(),
             last_error: last_error.clone(),
+            mapped: self.mapped.clone(),
         };
+        self.mapped.fetch_add(1, Ordering::Relaxed);
         Ok(version)
     }
 }
@@ -235,6 +243,12 @@ impl<M: ModuleSpec> Core<M> {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// How many versions are mapped: the serving one and retired ones not
+    /// unloaded yet (or that stayed resident).
+    pub fn mapped_versions(&self) -> usize {
+        self.loading.mapped.load(Ordering::Relaxed)
     }
 
     pub fn last_error(&self) -> Option<Error> {

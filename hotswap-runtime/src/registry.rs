@@ -1,0 +1,275 @@
+//! One registry per host: every hot module of the application, by type for
+//! calls and by name for tooling.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::abi;
+use crate::admit::integrity::module_symbols;
+use crate::error::Error;
+use crate::hot::{Hot, HotModule};
+use crate::residency::FileId;
+use crate::serve::options::Options;
+
+/// Every hot module of a host: `GetModule('name')` for the whole
+/// application.
+///
+/// Modules are added one by one ([`Registry::open`], [`Registry::add`]),
+/// each with its own [`Options`], or found in a directory of module
+/// libraries ([`Registry::in_directory`], [`Registry::open_found`]). Code
+/// that calls a module gets its [`Hot`] by type ([`Registry::get`]);
+/// tooling lists them by name ([`Registry::list`], [`Registry::status`]):
+/// each one's generation, last error, library and mapped versions.
+///
+/// ```no_run
+/// # #[hotswap_runtime::hot_module] pub mod counter { pub fn one() -> u32 { 1 } }
+/// # #[hotswap_runtime::hot_module] pub mod greeter { pub fn two() -> u32 { 2 } }
+/// use hotswap_runtime::{Options, Registry};
+///
+/// # fn main() -> Result<(), hotswap_runtime::Error> {
+/// let modules = Registry::in_directory("target/debug");
+/// modules.open_found::<counter::Hot>(Options::new())?;
+/// modules.open::<greeter::Hot>("plugins/libgreeter.so", Options::new())?;
+///
+/// // Anywhere in the host:
+/// let counter = modules.get::<counter::Hot>().expect("opened above");
+/// assert_eq!(counter.get().one(), 1);
+/// for module in modules.list() {
+///     println!("{module}"); // name, generation, library, versions, last error
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    directory: Option<PathBuf>,
+    modules: RwLock<Vec<Entry>>,
+}
+
+struct Entry {
+    crate_name: &'static str,
+    module: &'static str,
+    type_id: TypeId,
+    hot: Arc<dyn Registered>,
+}
+
+/// A module's `Hot`, as a [`Registry`]'s methods name it: `counter::Hot`
+/// for `#[hot_module] mod counter`. Sealed: implemented for every
+/// [`Hot`], by nothing else.
+pub trait Registrable: Registered + Sized {
+    /// The module's name, as `#[hot_module]` gave it.
+    const MODULE: &'static str;
+    /// The crate the module is in.
+    const CRATE: &'static str;
+    /// [`Hot::open_with`].
+    #[doc(hidden)]
+    fn __open(path: &Path, options: Options) -> Result<Self, Error>;
+}
+
+impl<M: HotModule> Registrable for Hot<M> {
+    const MODULE: &'static str = M::MODULE;
+    const CRATE: &'static str = M::CRATE;
+
+    fn __open(path: &Path, options: Options) -> Result<Self, Error> {
+        Self::open_with(path, options)
+    }
+}
+
+/// What the registry needs of a `Hot`, whatever its module (and the seal
+/// of [`Registrable`]: this trait is not nameable outside the crate).
+#[doc(hidden)]
+pub trait Registered: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn status(&self) -> ModuleStatus;
+    #[doc(hidden)]
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<M: HotModule> Registered for Hot<M> {
+    fn status(&self) -> ModuleStatus {
+        ModuleStatus {
+            name: format!("{}::{}", M::CRATE, M::MODULE),
+            library: self.path().to_owned(),
+            generation: self.generation(),
+            last_error: self.last_error(),
+            mapped_versions: self.mapped_versions(),
+            serving_image: self.serving_image(),
+        }
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// One module of a [`Registry`], as tooling shows it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ModuleStatus {
+    /// `crate::module`, as `#[hot_module]` names it.
+    pub name: String,
+    /// The library path it was opened from.
+    pub library: PathBuf,
+    /// How many swaps succeeded since it was opened.
+    pub generation: u64,
+    /// The error of the last swap attempt, if it failed.
+    pub last_error: Option<Error>,
+    /// How many of its versions are mapped: the serving one and retired
+    /// ones a guard or thread still keeps.
+    pub mapped_versions: usize,
+    /// The in-memory file the serving version was loaded from.
+    pub serving_image: FileId,
+}
+
+impl fmt::Display for ModuleStatus {
+    /// One line: `greeter::counter  generation 3  2 versions mapped
+    /// /srv/lib/libgreeter.so` and the last error, if any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.mapped_versions == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{}  generation {}  {} version{plural} mapped  {}",
+            self.name,
+            self.generation,
+            self.mapped_versions,
+            self.library.display()
+        )?;
+        if let Some(error) = &self.last_error {
+            write!(f, "  last error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty registry that finds module libraries in `directory`
+    /// ([`Registry::open_found`]).
+    pub fn in_directory(directory: impl AsRef<Path>) -> Self {
+        Self {
+            directory: Some(directory.as_ref().to_owned()),
+            modules: RwLock::default(),
+        }
+    }
+
+    /// Opens the module whose `Hot` is `H` (`counter::Hot`) from the
+    /// library at `path` ([`Hot::open_with`]) and adds it.
+    pub fn open<H: Registrable>(
+        &self,
+        path: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Arc<H>, Error> {
+        self.refuse_duplicate::<H>()?;
+        self.add(H::__open(path.as_ref(), options)?)
+    }
+
+    /// Opens the module whose `Hot` is `H` from the library in the
+    /// registry's directory
+    /// that exports it, found by the symbol `#[hot_module]` exports (read
+    /// from each `.so` file's symbol table; nothing is loaded to find it).
+    pub fn open_found<H: Registrable>(&self, options: Options) -> Result<Arc<H>, Error> {
+        let directory = self
+            .directory
+            .as_deref()
+            .ok_or(Error::NoDirectory { module: H::MODULE })?;
+        let symbol = abi::symbol_name(H::CRATE, H::MODULE);
+        let read = |source| Error::Read {
+            path: directory.to_owned(),
+            source: Arc::new(source),
+        };
+        let mut libraries: Vec<PathBuf> = std::fs::read_dir(directory)
+            .map_err(read)?
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "so"))
+            .collect();
+        libraries.sort();
+        let found = libraries.into_iter().find(|path| {
+            std::fs::read(path).is_ok_and(|bytes| module_symbols(&bytes).contains(&symbol))
+        });
+        let Some(library) = found else {
+            return Err(Error::NotInDirectory {
+                directory: directory.to_owned(),
+                module: H::MODULE,
+                symbol,
+            });
+        };
+        self.open::<H>(library, options)
+    }
+
+    /// Adds a module opened elsewhere. Each module can be added once.
+    pub fn add<H: Registrable>(&self, hot: H) -> Result<Arc<H>, Error> {
+        let hot = Arc::new(hot);
+        let mut modules = self.modules.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if modules.iter().any(|entry| entry.type_id == TypeId::of::<H>()) {
+            return Err(Error::AlreadyRegistered {
+                module: H::MODULE,
+                crate_name: H::CRATE,
+            });
+        }
+        modules.push(Entry {
+            crate_name: H::CRATE,
+            module: H::MODULE,
+            type_id: TypeId::of::<H>(),
+            hot: hot.clone(),
+        });
+        Ok(hot)
+    }
+
+    /// The module whose `Hot` is `H` (`counter::Hot`), for calls; `None` if
+    /// it was not added.
+    pub fn get<H: Registrable>(&self) -> Option<Arc<H>> {
+        let modules = self.modules.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = modules
+            .iter()
+            .find(|entry| entry.type_id == TypeId::of::<H>())?;
+        entry.hot.clone().into_any().downcast().ok()
+    }
+
+    /// The module named `name` (`crate::module`, or the module's name alone
+    /// when only one crate has a module of that name), for tooling.
+    pub fn status(&self, name: &str) -> Option<ModuleStatus> {
+        let modules = self.modules.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let exact = modules
+            .iter()
+            .find(|entry| format!("{}::{}", entry.crate_name, entry.module) == name);
+        let entry = exact.or_else(|| {
+            let mut named = modules.iter().filter(|entry| entry.module == name);
+            let only = named.next()?;
+            named.next().is_none().then_some(only)
+        })?;
+        Some(entry.hot.status())
+    }
+
+    /// Every module, in the order they were added.
+    pub fn list(&self) -> Vec<ModuleStatus> {
+        let modules = self.modules.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        modules.iter().map(|entry| entry.hot.status()).collect()
+    }
+
+    /// Refused before opening: a second `open` would run the module's
+    /// `setup` again, beside the registered one.
+    fn refuse_duplicate<H: Registrable>(&self) -> Result<(), Error> {
+        match self.get::<H>() {
+            Some(_) => Err(Error::AlreadyRegistered {
+                module: H::MODULE,
+                crate_name: H::CRATE,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("directory", &self.directory)
+            .field("modules", &self.list())
+            .finish()
+    }
+}
