@@ -279,6 +279,18 @@ impl Error {
             Self::Read { .. } | Self::Image { .. } | Self::Load { .. }
         )
     }
+
+    /// Whether the swap failed for what the build is, so the same bytes
+    /// (with the same signature and permissions) would fail again: not
+    /// for a reason that may pass, nor because of the old version's
+    /// `teardown` or the state handed over, which change.
+    pub(crate) fn condemns_the_build(&self) -> bool {
+        !self.is_transient()
+            && !matches!(
+                self,
+                Self::Teardown { .. } | Self::StateLost { .. } | Self::Setup { .. }
+            )
+    }
 }
 
 /// `libloading` says "dlopen failed" and keeps the loader's reason as the

@@ -134,7 +134,7 @@ impl<M: HotModule> Hot<M> {
         // no shared cache line written (see `serve/pin.rs`).
         M::guard(Pinned {
             shared: &self.shared,
-            version: self.shared.current.pin(pins::this_thread()),
+            version: pins::pin(&self.shared.current),
         })
     }
 

@@ -4,7 +4,7 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::abi;
 use crate::admit::integrity::module_symbols;
@@ -46,6 +46,9 @@ use crate::serve::options::Options;
 pub struct Registry {
     directory: Option<PathBuf>,
     modules: RwLock<Vec<Entry>>,
+    /// Held while a module is opened, so that two threads opening the same
+    /// module cannot both run its `setup`.
+    opening: Mutex<()>,
 }
 
 struct Entry {
@@ -154,7 +157,7 @@ impl Registry {
     pub fn in_directory(directory: impl AsRef<Path>) -> Self {
         Self {
             directory: Some(directory.as_ref().to_owned()),
-            modules: RwLock::default(),
+            ..Self::default()
         }
     }
 
@@ -165,6 +168,10 @@ impl Registry {
         path: impl AsRef<Path>,
         options: Options,
     ) -> Result<Arc<H>, Error> {
+        let _opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.refuse_duplicate::<H>()?;
         self.add(H::__open(path.as_ref(), options)?)
     }

@@ -174,7 +174,8 @@ impl Retry {
 
 fn watch<M: ModuleSpec>(shared: &Core<M>, receiver: &Receiver<Message>, mode: SwapMode) {
     let path = shared.source.as_path();
-    let mut reported: Option<Identity> = None;
+    // The last build refused for what it is, and the generation then.
+    let mut reported: Option<(Identity, u64)> = None;
     let mut incomplete_since: Option<Instant> = None;
     let mut retry: Option<Retry> = None;
     // The first event about the build not yet taken: where its timings
@@ -223,7 +224,18 @@ fn watch<M: ModuleSpec>(shared: &Core<M>, receiver: &Receiver<Message>, mode: Sw
             }
         };
         let identity = build.identity();
-        if reported.as_ref() == Some(&identity) || shared.serves(&build) {
+        // A refusal is remembered until the next swap: after one, the same
+        // bytes are judged again (against what serves then).
+        let generation = shared.generation();
+        let known_bad = reported
+            .as_ref()
+            .is_some_and(|(bad, at)| *bad == identity && *at == generation);
+        if known_bad || shared.serves_settled(&build) {
+            if !known_bad && mode == SwapMode::OnGet {
+                // The file went back to what serves: an offer of another
+                // build is stale now.
+                shared.withdraw_offer();
+            }
             incomplete_since = None;
             retry = None;
             continue;
@@ -247,7 +259,7 @@ fn watch<M: ModuleSpec>(shared: &Core<M>, receiver: &Receiver<Message>, mode: Sw
             }
             incomplete_since = None;
             retry = None;
-            reported = Some(identity);
+            reported = Some((identity, generation));
             let error = Error::Malformed {
                 path: path.to_owned(),
                 detail,
@@ -273,7 +285,12 @@ fn watch<M: ModuleSpec>(shared: &Core<M>, receiver: &Receiver<Message>, mode: Sw
                     Err(error) if error.is_transient() => {
                         retry = Some(Retry::after(plan, Some(identity)));
                     }
-                    Err(_) => reported = Some(identity),
+                    Err(error) if error.condemns_the_build() => {
+                        reported = Some((identity, shared.generation()));
+                    }
+                    // Failed for the old version's sake: tried again when
+                    // the file next changes.
+                    Err(_) => {}
                 }
             }
         }

@@ -306,6 +306,81 @@ fn a_build_the_loader_refuses_for_now_is_retried_until_it_loads() {
 }
 
 #[test]
+fn a_refused_build_is_judged_again_once_another_was_swapped_in() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    stage.put(Fixture::ChangedSignature);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Refused { .. }
+    ));
+    stage.put(Fixture::V2);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { to: 1, .. }
+    ));
+    // The refused bytes again, after a swap: judged (and reported) again,
+    // not skipped in silence.
+    stage.put(Fixture::ChangedSignature);
+    match next_swap_or_refusal(&events) {
+        SwapEvent::Refused {
+            error: Error::SignatureChanged { .. },
+            ..
+        } => {}
+        other => panic!("expected the refusal again, got {other:?}"),
+    }
+    assert!(matches!(
+        hot.last_error(),
+        Some(Error::SignatureChanged { .. })
+    ));
+    // ...and then remembered until the next swap.
+    stage.put(Fixture::ChangedSignature);
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    assert_eq!(hot.get().version(), 2);
+}
+
+#[test]
+fn a_build_refused_for_the_old_versions_teardown_is_taken_when_written_again() {
+    let stage = Stage::with(Fixture::TeardownPanics);
+    let hot = open(&stage, SwapMode::Background);
+    let events = hot.subscribe();
+    hot.get().increment(9);
+    stage.put(Fixture::V2);
+    match next_swap_or_refusal(&events) {
+        SwapEvent::Refused {
+            error: Error::Teardown { .. },
+            ..
+        } => {}
+        other => panic!("expected the teardown's refusal, got {other:?}"),
+    }
+    // Nothing is wrong with those bytes: written again, they are set up
+    // afresh (the state was lost with the old version's teardown).
+    stage.put(Fixture::V2);
+    assert!(matches!(
+        next_swap_or_refusal(&events),
+        SwapEvent::Swapped { to: 1, .. }
+    ));
+    assert_eq!((hot.get().version(), hot.get().count()), (2, 0));
+}
+
+#[test]
+fn on_get_mode_forgets_an_offer_once_the_file_is_back_to_what_serves() {
+    let stage = Stage::with(Fixture::V1);
+    let hot = open(&stage, SwapMode::OnGet);
+    let events = hot.subscribe();
+    stage.put(Fixture::V2);
+    // Offered to the next get(), which does not come...
+    assert_no_swap_or_refusal(&events, Duration::from_millis(500));
+    // ...before the file goes back to the serving build's bytes.
+    stage.put(Fixture::V1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(hot.get().version(), 1, "a stale offer was swapped in");
+    assert_no_swap_or_refusal(&events, Duration::from_millis(300));
+    assert_eq!(hot.generation(), 0);
+}
+
+#[test]
 fn on_get_mode_swaps_in_the_get_that_sees_the_change() {
     let stage = Stage::with(Fixture::V1);
     let hot = open(&stage, SwapMode::OnGet);

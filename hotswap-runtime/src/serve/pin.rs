@@ -206,7 +206,10 @@ impl<T> PinCell<T> {
         // SAFETY: a record is never freed; the slot outlives every pin.
         let slot: &'static AtomicPtr<()> = unsafe { &*ptr::from_ref(slot) };
         let mut pointer = self.current.load(Ordering::Acquire);
-        slot.store(pointer.cast(), Ordering::Relaxed);
+        // Release: what this thread did through its previous pin in this
+        // slot happens before a scan that reads the new value and frees the
+        // old one (a plain store on x86, as Relaxed is).
+        slot.store(pointer.cast(), Ordering::Release);
         // Orders the store before the load below, against the heavy fence
         // of a writer (see `replace`).
         light_fence();
@@ -231,7 +234,7 @@ impl<T> PinCell<T> {
     #[inline(never)]
     fn pin_raced(&self, slot: &AtomicPtr<()>, mut pointer: *mut T) -> *mut T {
         loop {
-            slot.store(pointer.cast(), Ordering::Relaxed);
+            slot.store(pointer.cast(), Ordering::Release);
             light_fence();
             let again = self.current.load(Ordering::Acquire);
             if again == pointer {
@@ -265,23 +268,23 @@ impl<T> PinCell<T> {
         }
     }
 
-    /// Makes `value` current and drops the old value once no pin holds it:
-    /// now, if none does, else when its last pin is released.
-    pub(crate) fn replace(&self, value: Arc<T>) {
-        let dropped = {
-            let mut retired = self.lock_retired();
-            let old = self
-                .current
-                .swap(Arc::into_raw(value).cast_mut(), Ordering::AcqRel);
-            // SAFETY: the reference `current` owned, handed over.
-            retired.push(unsafe { Arc::from_raw(old) });
-            self.has_retired.store(true, Ordering::Release);
-            // Every reader that pinned `old` before the swap above is now
-            // seen in its slot, and every later pin reads the new value.
-            heavy_fence();
-            self.collect(&mut retired)
-        };
-        drop(dropped);
+    /// Makes `value` current; the old value is dropped once no pin holds
+    /// it. Returns the retired values no pin holds now (the old one among
+    /// them, if unpinned), for the caller to drop when it holds no lock;
+    /// the others go when their last pin is released.
+    #[must_use = "the values returned are dropped where the caller chooses"]
+    pub(crate) fn replace(&self, value: Arc<T>) -> Vec<Arc<T>> {
+        let mut retired = self.lock_retired();
+        let old = self
+            .current
+            .swap(Arc::into_raw(value).cast_mut(), Ordering::AcqRel);
+        // SAFETY: the reference `current` owned, handed over.
+        retired.push(unsafe { Arc::from_raw(old) });
+        self.has_retired.store(true, Ordering::Release);
+        // Every reader that pinned `old` before the swap above is now seen
+        // in its slot, and every later pin reads the new value.
+        heavy_fence();
+        self.collect(&mut retired)
     }
 
     /// Drops every retired value no pin holds. Runs when a release may

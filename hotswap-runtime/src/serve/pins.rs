@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::ptr;
 use std::sync::LazyLock;
 
-use crate::serve::pin::{Domain, Record};
+use crate::serve::pin::{Domain, Pin, PinCell, Record};
 use crate::serve::sync;
 
 static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
@@ -26,25 +26,43 @@ pub(crate) fn domain() -> &'static Domain {
     &DOMAIN
 }
 
-/// The calling thread's record.
+/// Pins the current value of `cell` through the calling thread's record
+/// (with a strong count instead on a thread that is exiting).
 #[inline(always)]
-pub(crate) fn this_thread() -> &'static Record {
+pub(crate) fn pin<T>(cell: &PinCell<T>) -> Pin<'_, T> {
+    match this_thread() {
+        Some(record) => cell.pin(record),
+        None => cell.pin_counted(),
+    }
+}
+
+/// The calling thread's record; `None` while the thread's thread-locals
+/// are being destroyed, when it could not be given back at exit.
+#[inline(always)]
+fn this_thread() -> Option<&'static Record> {
     let record = RECORD.with(Cell::get);
     if record.is_null() {
         return claim();
     }
     // SAFETY: records are never freed, and this thread claimed this one.
-    unsafe { &*record }
+    Some(unsafe { &*record })
 }
 
 #[cold]
 #[inline(never)]
-fn claim() -> &'static Record {
+fn claim() -> Option<&'static Record> {
     let record = domain().claim();
+    // Kept only if it can be given back when the thread exits: a thread
+    // already tearing its thread-locals down would keep it for good.
+    if GIVE_BACK
+        .try_with(|give_back| give_back.0.set(record))
+        .is_err()
+    {
+        record.release();
+        return None;
+    }
     RECORD.with(|cell| cell.set(record));
-    // During thread teardown the record is kept for good instead.
-    let _ = GIVE_BACK.try_with(|give_back| give_back.0.set(record));
-    record
+    Some(record)
 }
 
 struct GiveBack(Cell<*const Record>);

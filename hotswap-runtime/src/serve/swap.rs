@@ -27,6 +27,10 @@ use crate::serve::retire::Retiring;
 use crate::admit::candidate::{Candidate, Identity};
 use crate::admit::trust::TrustPolicy;
 
+/// Versions a swap retired, to be dropped (and maybe unloaded) once no
+/// lock is held and the swap is reported.
+type Retired<M> = Vec<Arc<Version<M>>>;
+
 /// One loaded version of a module.
 pub(crate) struct Version<M: ModuleSpec> {
     pub table: M::Table,
@@ -89,9 +93,10 @@ pub(crate) struct StateSlot<M: ModuleSpec> {
 /// What the swaps so far decided, to tell new builds from known ones (the
 /// serving build is told by its in-memory file, [`Core::serves`]).
 struct SwapRecord {
-    /// [`Candidate::identity`] of the last build refused for what it is (not
-    /// for a reason that may pass, [`Error::is_transient`]).
-    refused: Option<Identity>,
+    /// [`Candidate::identity`] of the last build refused for what it is
+    /// ([`Error::condemns_the_build`]), with why; forgotten once any build
+    /// is swapped in.
+    refused: Option<(Identity, Error)>,
 }
 
 /// A rebuild on save under way: its build, once noticed, is timed from the
@@ -257,7 +262,14 @@ impl<M: ModuleSpec> Core<M> {
 
     /// The in-memory file the serving version was loaded from.
     pub fn serving_image(&self) -> FileId {
-        self.current.pin(pins::this_thread()).library().image()
+        pins::pin(&self.current).library().image()
+    }
+
+    /// [`Core::serves`], once no swap is under way: a swap in progress may
+    /// be about to replace what serves now, so the answer waits for it.
+    pub fn serves_settled(&self, build: &Candidate) -> bool {
+        let _swapping = lock(&self.swapping);
+        self.serves(build)
     }
 
     /// Whether `build` is the build that serves: the same bytes as the
@@ -267,8 +279,7 @@ impl<M: ModuleSpec> Core<M> {
     pub fn serves(&self, build: &Candidate) -> bool {
         // Pinned, not read under the state lock: stateful calls do not
         // wait for this, nor this for them.
-        self.current
-            .pin(pins::this_thread())
+        pins::pin(&self.current)
             .library()
             .loaded_from(&build.bytes)
             .unwrap_or(false)
@@ -292,6 +303,14 @@ impl<M: ModuleSpec> Core<M> {
         let mut pending = lock(&self.pending);
         *pending = Some(build);
         self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// Forgets the build left by `offer`: the file went back to what
+    /// serves, so it is no longer what is on disk.
+    pub fn withdraw_offer(&self) {
+        let mut pending = lock(&self.pending);
+        *pending = None;
+        self.has_pending.store(false, Ordering::Release);
     }
 
     /// Swaps in the build left by `offer`, if one is still waiting.
@@ -357,22 +376,28 @@ impl<M: ModuleSpec> Core<M> {
                 *lock(&self.last_error) = None;
                 return Ok(());
             }
-            if record.refused == Some(build.identity()) {
-                return lock(&self.last_error).clone().map_or(Ok(()), Err);
+            if let Some((_, error)) = record
+                .refused
+                .as_ref()
+                .filter(|(identity, _)| *identity == build.identity())
+            {
+                return Err(error.clone());
             }
         }
         let result = build.and_then(|build| match self.swap_in(&build) {
             Ok(swapped) => Ok(swapped),
             Err(error) => {
-                // A build that may load when tried again is not known bad.
-                if !error.is_transient() {
-                    record.refused = Some(build.identity());
+                // A build that may load when tried again, or that failed
+                // for the old version's sake, is not known bad.
+                if error.condemns_the_build() {
+                    record.refused = Some((build.identity(), error.clone()));
                 }
                 Err(error)
             }
         });
         match result {
             Ok((swapped, retired)) => {
+                record.refused = None;
                 *lock(&self.last_error) = None;
                 // Reported once the swap is fully recorded, and before the
                 // old version retires (unloading a large library takes
@@ -436,7 +461,7 @@ impl<M: ModuleSpec> Core<M> {
     /// setup under the state lock), publish (the new version serves), and
     /// retire (the old one unloads once its last guard and thread are gone:
     /// `Version`'s drop, `retire.rs`).
-    fn swap_in(&self, build: &Candidate) -> Result<(SwapEvent, Arc<Version<M>>), Error> {
+    fn swap_in(&self, build: &Candidate) -> Result<(SwapEvent, Retired<M>), Error> {
         // 1. Admit and load: trust, ELF and dependency checks, dlopen,
         //    header and layout checks. Callers keep calling meanwhile.
         let mut timings = SwapTimings {
@@ -505,9 +530,12 @@ impl<M: ModuleSpec> Core<M> {
                 // 3. Publish: the new version owns the state and serves.
                 slot.state = state.map_or(SlotState::Stateless, SlotState::Live);
                 slot.version = next.clone();
-                self.current.replace(next);
+                // Versions no pin holds any more come back to be dropped
+                // after the lock: unloading one must not hold callers.
+                let mut retired = self.current.replace(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
+                retired.push(old);
                 // 4. Retire: `old` drops once the swap is reported; the
                 //    version unloads when its last guard and thread are gone
                 //    too (see `Retiring`).
@@ -520,7 +548,7 @@ impl<M: ModuleSpec> Core<M> {
                     to,
                     timings,
                 };
-                Ok((swapped, old))
+                Ok((swapped, retired))
             }
             Err(failure) => {
                 let error = Error::Setup {

@@ -71,7 +71,7 @@ fn a_pinned_value_is_never_dropped_and_a_released_one_always_is() {
                 record.release();
             })
         };
-        cell.replace(v2);
+        drop(cell.replace(v2));
         reader.join().unwrap();
 
         assert!(
@@ -133,8 +133,8 @@ fn nested_pins_across_two_replacements() {
                 })
             })
             .collect();
-        cell.replace(v2);
-        cell.replace(v3);
+        drop(cell.replace(v2));
+        drop(cell.replace(v3));
         for reader in readers {
             reader.join().unwrap();
         }
