@@ -25,7 +25,11 @@ pub enum SwapEvent {
     },
     /// A build was refused; the previous version keeps serving. Reported
     /// once per refused build (by content, signature and permissions): the
-    /// watcher tries it again only once one of those changes.
+    /// watcher tries it again only once one of those changes, or once
+    /// another build was swapped in. A refusal that is not about the build
+    /// (the old version's `teardown` failed, the state was lost, the new
+    /// `setup` failed on the state handed over) is not remembered: the same
+    /// bytes written again are tried again.
     Refused {
         /// The module.
         module: &'static str,

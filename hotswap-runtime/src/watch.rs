@@ -6,8 +6,9 @@
 //! re-copying the same bytes is not one. A build is taken only once its writer has finished:
 //! no event for [`QUIET`], the same size and modification time before and
 //! after reading it, and a complete ELF image. A build that stays incomplete
-//! for [`GRACE`], or is refused, is reported once and not retried until its
-//! content (or its signature, or its permissions) changes.
+//! for [`GRACE`], or is refused for what it is, is reported once and not
+//! retried until its content (or its signature, or its permissions)
+//! changes, or another build is swapped in.
 //!
 //! A build that could not be swapped in for a reason that may pass
 //! ([`Error::is_transient`]: the file could not be read, its in-memory
