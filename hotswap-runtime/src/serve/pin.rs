@@ -30,11 +30,8 @@
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
+pub(crate) use super::sync::SLOTS;
 use super::sync::{fence, heavy_fence, light_fence, AtomicBool, AtomicPtr, Mutex, Ordering};
-
-/// How many versions one thread can have pinned at once through its
-/// record; more pins on one thread take a reference count instead.
-pub(crate) const SLOTS: usize = 8;
 
 /// One thread's hazard slots. Only the thread that claimed the record
 /// stores a pointer into a free slot; any thread may clear a slot (a guard

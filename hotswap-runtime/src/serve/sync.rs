@@ -8,6 +8,11 @@ use std::sync::Once;
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
+/// How many versions one thread can have pinned at once through its
+/// record; more pins on one thread take a reference count instead. (The
+/// loom model uses 1, so that its nested pins take that path.)
+pub(crate) const SLOTS: usize = 8;
+
 /// Whether `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is available to
 /// this process: set once, before the first pin cell exists, and never
 /// changed, so every reader and writer of a cell agree on it. (A plain

@@ -16,6 +16,10 @@ pub mod sync {
     pub use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
     pub use loom::sync::{Mutex, MutexGuard};
 
+    /// One slot per record: a second pin on a thread takes the counted
+    /// path, which the model then covers too.
+    pub const SLOTS: usize = 1;
+
     /// The reader's half of the asymmetric fence.
     pub fn light_fence() {
         fence(Ordering::SeqCst);

@@ -87,8 +87,9 @@ fn a_pinned_value_is_never_dropped_and_a_released_one_always_is() {
     });
 }
 
-/// Two readers, one of them holding two pins at once (two slots), against
-/// two replacements: still no pinned value dropped, none leaked.
+/// Two readers, one of them holding two pins at once (its one slot, then a
+/// counted pin), against two replacements: still no pinned value dropped,
+/// none leaked.
 #[test]
 fn nested_pins_across_two_replacements() {
     let mut builder = loom::model::Builder::new();
@@ -144,5 +145,33 @@ fn nested_pins_across_two_replacements() {
             !v3_dropped.load(Ordering::SeqCst),
             "the current version was dropped"
         );
+    });
+}
+
+/// A pin made on one thread and dropped on another (guards are `Send`),
+/// while the thread that made it gives its record back and a replacement
+/// runs: the value stays alive until the drop, and is dropped after it.
+#[test]
+fn a_pin_dropped_on_another_thread_after_its_record_was_given_back() {
+    loom::model(|| {
+        let domain: &'static Domain = leak(Domain::new());
+        let (v1, v1_dropped) = version();
+        let (v2, _v2_dropped) = version();
+        // Leaked: the pin that borrows it moves to another thread.
+        let cell: &'static PinCell<Version> = leak(PinCell::new(v1, domain));
+        let record = domain.claim();
+        let pin = cell.pin(record);
+        record.release();
+        let pinned = pin.dropped.clone();
+        let dropper = thread::spawn(move || {
+            assert!(
+                !pinned.load(Ordering::SeqCst),
+                "a pinned version was dropped"
+            );
+            drop(pin);
+        });
+        drop(cell.replace(v2));
+        dropper.join().unwrap();
+        assert!(v1_dropped.load(Ordering::SeqCst), "version 1 leaked");
     });
 }
