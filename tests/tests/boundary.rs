@@ -282,6 +282,31 @@ fn an_exclusive_call_from_inside_a_call_panics_saying_why() {
     );
 }
 
+/// std treats key 0 as "no key yet": given 0, it makes a second key and
+/// deletes 0 itself, which the runtime, deleting a retired version's keys,
+/// would then delete again, possibly from under another version (std then
+/// aborts, `key as usize != KEY_SENTVAL`). So no module is handed key 0. In
+/// a child: a fresh process, where key 0 is free.
+#[test]
+fn no_module_is_handed_thread_key_zero() {
+    let name = "no_module_is_handed_thread_key_zero";
+    let Some(child) = in_child(name, &[Fixture::V1], CHILD_TIMEOUT) else {
+        let stage = Stage::with(Fixture::V1);
+        let hot = open(&stage);
+        let keys: Vec<u32> = (0..4).map(|_| hot.get().new_thread_key()).collect();
+        println!("keys {keys:?}");
+        assert!(!keys.contains(&0), "a module was handed key 0: {keys:?}");
+        return;
+    };
+    assert_eq!(
+        child.status.and_then(|status| status.code()),
+        Some(0),
+        "{}",
+        child.output
+    );
+    assert!(child.output.contains("keys ["), "{}", child.output);
+}
+
 #[test]
 fn a_thread_left_running_keeps_its_version_mapped_and_is_reported() {
     let name = "a_thread_left_running_keeps_its_version_mapped_and_is_reported";

@@ -282,7 +282,20 @@ unsafe extern "C" fn key_create_hook(
         (None, None) => None,
     };
     // SAFETY: glibc's pthread_key_create with the caller's out-slot.
-    let status = unsafe { hotswap_boundary::interpose::glibc_pthread_key_create()(key, standing_in) };
+    let mut status =
+        unsafe { hotswap_boundary::interpose::glibc_pthread_key_create()(key, standing_in) };
+    // SAFETY: glibc wrote the new key if it succeeded.
+    if status == 0 && unsafe { *key } == 0 {
+        // Key 0 is never handed to a module: std takes 0 as "no key yet",
+        // so given 0 it makes a second key and deletes the first itself,
+        // behind the tracker's back; the tracker would then delete key 0
+        // again at retire, when it may be another version's, which then
+        // gets 0 twice (std aborts: `key as usize != KEY_SENTVAL`). Key 0
+        // stays allocated, unused, for the life of the process.
+        // SAFETY: as above, for a second key.
+        status =
+            unsafe { hotswap_boundary::interpose::glibc_pthread_key_create()(key, standing_in) };
+    }
     if status == 0 {
         // SAFETY: glibc wrote the new key.
         lock(&tracker.keys).push((unsafe { *key }, slot));
