@@ -124,7 +124,7 @@ fn inspect_lists_every_function_with_its_signature_and_receiver() {
     assert!(line(out, "state handoff").ends_with("messagepack/rmp-serde-named"));
     assert!(line(out, "setup").ends_with("yes"));
     assert!(line(out, "teardown").ends_with("yes"));
-    assert!(line(out, "functions").ends_with(" 26"), "{out}");
+    assert!(line(out, "functions").ends_with(" 27"), "{out}");
     for (receiver, signature) in [
         ("&mut State", "fn increment(&mut State, by: u64) -> u64"),
         ("&State", "fn count(&State) -> u64"),
@@ -141,7 +141,7 @@ fn inspect_lists_every_function_with_its_signature_and_receiver() {
         assert!(listed, "`{signature}` as {receiver} missing in:\n{out}");
     }
     let listed = out.lines().filter(|line| line.contains(" fn ")).count();
-    assert_eq!(listed, 26, "{out}");
+    assert_eq!(listed, 27, "{out}");
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn check_accepts_a_build_that_adds_functions() {
     assert_eq!(run.stderr, "");
     assert!(
         run.stdout.contains(
-            "module `counter` (crate counter): compatible (26 functions checked; added: added)"
+            "module `counter` (crate counter): compatible (27 functions checked; added: added)"
         ),
         "{}",
         run.stdout
