@@ -172,7 +172,9 @@ impl Registry {
             .opening
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.refuse_duplicate::<H>()?;
+        // Refused before opening: a second `open` would run the module's
+        // `setup` again, beside the registered one.
+        refuse_duplicate::<H>(&self.modules.read().unwrap_or_else(|poisoned| poisoned.into_inner()))?;
         self.add(H::__open(path.as_ref(), options)?)
     }
 
@@ -213,12 +215,7 @@ impl Registry {
     pub fn add<H: Registrable>(&self, hot: H) -> Result<Arc<H>, Error> {
         let hot = Arc::new(hot);
         let mut modules = self.modules.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if modules.iter().any(|entry| entry.type_id == TypeId::of::<H>()) {
-            return Err(Error::AlreadyRegistered {
-                module: H::MODULE,
-                crate_name: H::CRATE,
-            });
-        }
+        refuse_duplicate::<H>(&modules)?;
         modules.push(Entry {
             crate_name: H::CRATE,
             module: H::MODULE,
@@ -259,17 +256,17 @@ impl Registry {
         modules.iter().map(|entry| entry.hot.status()).collect()
     }
 
-    /// Refused before opening: a second `open` would run the module's
-    /// `setup` again, beside the registered one.
-    fn refuse_duplicate<H: Registrable>(&self) -> Result<(), Error> {
-        match self.get::<H>() {
-            Some(_) => Err(Error::AlreadyRegistered {
-                module: H::MODULE,
-                crate_name: H::CRATE,
-            }),
-            None => Ok(()),
-        }
+}
+
+/// Each module is in a registry once.
+fn refuse_duplicate<H: Registrable>(modules: &[Entry]) -> Result<(), Error> {
+    if modules.iter().any(|entry| entry.type_id == TypeId::of::<H>()) {
+        return Err(Error::AlreadyRegistered {
+            module: H::MODULE,
+            crate_name: H::CRATE,
+        });
     }
+    Ok(())
 }
 
 impl fmt::Debug for Registry {
