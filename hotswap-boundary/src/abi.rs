@@ -6,6 +6,7 @@
 //! prefix (magic, header version, `abi_stable` version) is checked before
 //! anything behind it is read.
 
+use std::any::TypeId;
 use std::ffi::c_void;
 
 use abi_stable::library::AbiHeader;
@@ -17,7 +18,7 @@ pub const MAGIC: [u8; 16] = *b"hotswap-module\0\0";
 
 /// Version of the layout of [`ModuleHeader`], [`ModuleDescriptor`],
 /// [`FnEntry`] and the shim calling convention. Bump on any change.
-pub const HEADER_VERSION: u32 = 3;
+pub const HEADER_VERSION: u32 = 4;
 
 /// How the state handoff is encoded. A library that hands off in another
 /// format is refused.
@@ -256,6 +257,69 @@ pub struct ModuleDescriptor {
     pub panic_unwinds: bool,
     /// Routes the module's thread creation to the host (see `ThreadHooks`).
     pub install: InstallFn,
+    /// The hot modules this one calls (`#[hot_module(uses(...))]`): each
+    /// one's descriptor as this library was compiled against it (the
+    /// functions, signatures and layouts its calls expect).
+    pub imports: RSlice<'static, &'static ModuleDescriptor>,
+    /// The host services this one calls (`#[hot_module(services(...))]`).
+    pub services: RSlice<'static, ServiceDecl>,
+    /// Hands the module the host's [`HostLink`]; called once per load,
+    /// after the imports and services were resolved and before `setup`.
+    pub link: LinkFn,
+}
+
+/// A host service a module declared it calls: a `StableAbi` type the host
+/// provides one value of (an `abi_stable` `#[sabi_trait]` object, say).
+#[repr(C)]
+pub struct ServiceDecl {
+    /// The service type's layout, as the module was compiled against it;
+    /// checked against the host's.
+    pub layout: &'static TypeLayout,
+    /// Identifies the type inside the module's own image only (the host
+    /// never calls it): how `service::<T>()` finds its slot.
+    pub type_id: fn() -> TypeId,
+}
+
+/// Hands a module its [`HostLink`]. The link stays valid for as long as the
+/// library is mapped.
+pub type LinkFn = unsafe extern "C" fn(link: *const HostLink);
+
+/// Runs inside the host's call into another module: `env` is the calling
+/// module's, `shim` the callee's entry point on the version the host chose,
+/// `state` that version's state locked as the function needs (null for
+/// stateless functions). Never unwinds.
+pub type Thunk = unsafe extern "C" fn(env: *mut c_void, shim: *const c_void, state: *mut c_void);
+
+/// What a module calls out through: other hot modules and host services.
+///
+/// Owned by the host, built per loaded version from the imports and
+/// services its descriptor declares, valid as long as the library is
+/// mapped.
+#[repr(C)]
+pub struct HostLink {
+    /// Opaque host context passed back to `call`.
+    pub ctx: *const c_void,
+    /// The module's own `imports`, in the same order (pointers into its
+    /// image): the index of a callee is its position here.
+    pub imports: RSlice<'static, &'static ModuleDescriptor>,
+    /// Calls function `function` (its index in the callee's descriptor as
+    /// the module saw it) of import `import` on the callee's serving
+    /// version: pins it, takes its state lock, runs `thunk(env, shim,
+    /// state)`, releases. Returns [`STATUS_OK`], or [`STATUS_FAILED`] with
+    /// why in `message` (the callee's state is lost, a re-entrant call,
+    /// ...), in which case `thunk` did not run.
+    pub call: unsafe extern "C" fn(
+        ctx: *const c_void,
+        import: usize,
+        function: usize,
+        env: *mut c_void,
+        thunk: Thunk,
+        message: *mut RString,
+    ) -> u8,
+    /// The module's own `services`, in the same order.
+    pub services: RSlice<'static, ServiceDecl>,
+    /// The host's value for each of `services`, in the same order.
+    pub service_values: RSlice<'static, *const c_void>,
 }
 
 /// One exported function.

@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, InstallFn, ModuleDescriptor, PanicMessage, SetupFn, ShimReturn,
-    StateAccess, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK,
-    STATUS_PANICKED,
+    FnEntry, HandoffSink, InstallFn, LinkFn, ModuleDescriptor, PanicMessage, ServiceDecl,
+    SetupFn, ShimReturn, StateAccess, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT,
+    STATUS_OK, STATUS_PANICKED,
 };
 use crate::shim::ShimFn;
 
@@ -117,6 +117,24 @@ impl FnEntry {
     }
 }
 
+/// What a module calls besides its own functions: the hot modules and the
+/// host services it declared (`#[hot_module(uses(...), services(...))]`).
+#[derive(Clone, Copy)]
+pub struct Uses {
+    /// The descriptors of the modules it calls, as it was compiled against them.
+    pub imports: &'static [&'static ModuleDescriptor],
+    /// The host services it calls.
+    pub services: &'static [ServiceDecl],
+}
+
+impl Uses {
+    /// Calls nothing outside itself.
+    pub const NOTHING: Self = Self {
+        imports: &[],
+        services: &[],
+    };
+}
+
 impl ModuleDescriptor {
     /// A module without state.
     pub const fn stateless(
@@ -124,8 +142,10 @@ impl ModuleDescriptor {
         crate_name: &'static str,
         crate_version: &'static str,
         functions: &'static [FnEntry],
+        uses: Uses,
     ) -> Self {
         let install: InstallFn = crate::interpose::install;
+        let link: LinkFn = crate::link::install;
         Self {
             module: RStr::from_str(module),
             crate_name: RStr::from_str(crate_name),
@@ -138,6 +158,9 @@ impl ModuleDescriptor {
             // included.
             panic_unwinds: cfg!(panic = "unwind"),
             install,
+            imports: RSlice::from_slice(uses.imports),
+            services: RSlice::from_slice(uses.services),
+            link,
         }
     }
 
@@ -147,13 +170,24 @@ impl ModuleDescriptor {
         crate_name: &'static str,
         crate_version: &'static str,
         functions: &'static [FnEntry],
+        uses: Uses,
     ) -> Self {
         let setup: SetupFn = setup_shim::<L>;
         let teardown: TeardownFn = teardown_shim::<L>;
         Self {
             setup: Some(setup),
             teardown: Some(teardown),
-            ..Self::stateless(module, crate_name, crate_version, functions)
+            ..Self::stateless(module, crate_name, crate_version, functions, uses)
+        }
+    }
+}
+
+impl ServiceDecl {
+    /// The declaration of service type `T`.
+    pub const fn of<T: StableAbi + 'static>() -> Self {
+        Self {
+            layout: <T as StableAbi>::LAYOUT,
+            type_id: std::any::TypeId::of::<T>,
         }
     }
 }

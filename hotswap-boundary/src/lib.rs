@@ -9,6 +9,8 @@
 //!   with the MessagePack handoff;
 //! - [`shim`]: calling a shim of any arity;
 //! - [`convert`]: how values cross, and what may cross as it is;
+//! - [`link`]: calls out of a module, into other hot modules and host
+//!   services;
 //! - `interpose`: thread creation and thread-local destructors inside a
 //!   module image, routed to the host.
 //!
@@ -26,6 +28,7 @@ pub mod convert;
 pub mod export;
 #[doc(hidden)]
 pub mod interpose;
+pub mod link;
 pub mod shim;
 
 /// What generated code uses, re-exported by `hotswap-runtime`.
@@ -41,14 +44,15 @@ pub mod __private {
     pub use abi_stable::StableAbi;
 
     pub use crate::abi::{
-        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, ShimReturn,
-        StateAccess,
+        AbiStableVersion, FnEntry, ModuleDescriptor, ModuleHeader, PanicMessage, ServiceDecl,
+        ShimReturn, StateAccess,
     };
     pub use crate::convert::{
         assert_crosses, char_from_ffi, char_to_ffi, string_from_ffi, vec_from_ffi, CrossesBoundary,
     };
     pub use crate::export::{
         run_exclusive, run_shared, run_stateless, CallExclusive, CallShared, CallStateless, Export,
-        Lifecycle,
+        Lifecycle, Uses,
     };
+    pub use crate::link::{call as link_call, Linkable};
 }

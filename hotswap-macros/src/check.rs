@@ -33,6 +33,7 @@ pub(crate) fn check(cx: &Ctxt, module: &Module) {
         refusals.visit_item(item);
     }
     lifecycle(cx, module);
+    uses(cx, module);
     for function in &module.functions {
         exported(cx, function);
     }
@@ -270,5 +271,28 @@ fn exported(cx: &Ctxt, function: &Function) {
     }
     if let Some(error) = function.ret.as_ref().and_then(|ret| ret.refusal()) {
         cx.syn_error(error);
+    }
+}
+
+/// Each module and service is named once in the attribute.
+fn uses(cx: &Ctxt, module: &Module) {
+    let mut modules = Vec::new();
+    for path in &module.uses.modules {
+        let key = crate::parse::pretty(path);
+        if modules.contains(&key) {
+            cx.error_spanned_by(path, format!("`{key}` is in `uses(...)` twice; name it once"));
+        }
+        modules.push(key);
+    }
+    let mut services = Vec::new();
+    for service in &module.uses.services {
+        let key = crate::parse::type_key(service);
+        if services.contains(&key) {
+            cx.error_spanned_by(
+                service,
+                format!("`{key}` is in `services(...)` twice; name it once"),
+            );
+        }
+        services.push(key);
     }
 }

@@ -9,7 +9,7 @@ use crate::parse::{Function, Lifecycle, Module, Receiver};
 use crate::types;
 
 /// The names generated items take in the module, which user items must not.
-const MODULE_NAMES: &[&str] = &["Hot", "HotGuard", "__HotModule", "__HotTable"];
+const MODULE_NAMES: &[&str] = &["Hot", "HotGuard", "HotLink", "__HotModule", "__HotTable"];
 
 /// Every name `generate` adds to the module's namespace (items inside
 /// `const _` have none), for `check` to refuse clashes with.
@@ -55,6 +55,25 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
     });
     let count = module.functions.len();
     let methods = module.functions.iter().map(guard_method);
+    let link_methods = module
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(index, function)| link_method(function, index));
+    let imports: Vec<TokenStream> = module
+        .uses
+        .modules
+        .iter()
+        .map(|path| quote_spanned!(syn::spanned::Spanned::span(path)=> <#path::__HotModule as #p::Linkable>::DESCRIPTOR))
+        .collect();
+    let import_count = imports.len();
+    let services: Vec<TokenStream> = module
+        .uses
+        .services
+        .iter()
+        .map(|ty| quote_spanned!(syn::spanned::Spanned::span(ty)=> #p::ServiceDecl::of::<#ty>()))
+        .collect();
+    let service_count = services.len();
 
     let mut user_types = Vec::new();
     for function in &module.functions {
@@ -126,6 +145,29 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
             }
         }
 
+        /// Calls this module from inside another hot module: the other
+        /// module names this one in `#[hot_module(uses(...))]` and calls
+        /// `HotLink::get().function(...)`. Each call reaches the version
+        /// serving at that moment, with the same name, arguments (minus the
+        /// state) and return type as the function; a panic in this module
+        /// is resumed in the caller. Neither `Send` nor `Sync`: a link lives
+        /// in the call that made it.
+        #[derive(Clone, Copy)]
+        pub struct HotLink {
+            __not_send: #p::PhantomData<*const ()>,
+        }
+
+        impl HotLink {
+            /// A link to this module's serving version, for calls from
+            /// another hot module.
+            #[inline]
+            pub fn get() -> Self {
+                HotLink { __not_send: #p::PhantomData }
+            }
+
+            #(#link_methods)*
+        }
+
         #(
             #[doc(hidden)]
             #[allow(non_camel_case_types)]
@@ -144,12 +186,28 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
             static __HOTSWAP_FUNCTIONS: [#p::FnEntry; #count] = [#(#entries),*];
 
             #[doc(hidden)]
+            static __HOTSWAP_IMPORTS: [&'static #p::ModuleDescriptor; #import_count] = [#(#imports),*];
+
+            #[doc(hidden)]
+            static __HOTSWAP_SERVICES: [#p::ServiceDecl; #service_count] = [#(#services),*];
+
+            #[doc(hidden)]
             static __HOTSWAP_DESCRIPTOR: #p::ModuleDescriptor = #descriptor(
                 #module_name,
                 #crate_name,
                 ::core::env!("CARGO_PKG_VERSION"),
                 &__HOTSWAP_FUNCTIONS,
+                #p::Uses {
+                    imports: &__HOTSWAP_IMPORTS,
+                    services: &__HOTSWAP_SERVICES,
+                },
             );
+
+            // SAFETY: the descriptor lists this module's functions, with the
+            // marker `Export` impls `HotLink` calls them by.
+            unsafe impl #p::Linkable for __HotModule {
+                const DESCRIPTOR: &'static #p::ModuleDescriptor = &__HOTSWAP_DESCRIPTOR;
+            }
 
             #[doc(hidden)]
             #[unsafe(export_name = #symbol)]
@@ -286,23 +344,79 @@ fn describe(function: &Function, state: Option<&syn::Type>) -> TokenStream {
     }
 }
 
+/// What the host's guard method and the `HotLink` method of one exported
+/// function share: the parameters, their conversion to FFI types, the
+/// return type and the conversion of the result back.
+struct MethodParts {
+    params: Vec<TokenStream>,
+    converted: Vec<TokenStream>,
+    ret_type: Option<TokenStream>,
+    back: TokenStream,
+}
+
+fn method_parts(function: &Function) -> MethodParts {
+    MethodParts {
+        params: function
+            .params
+            .iter()
+            .map(|param| {
+                let (name, ty) = (&param.name, &param.ty);
+                quote!(#name: #ty)
+            })
+            .collect(),
+        converted: function
+            .params
+            .iter()
+            .map(|param| param.carried.rust_to_ffi(param.name.to_token_stream(), 0))
+            .collect(),
+        ret_type: function.ret_type.as_ref().map(|ty| quote!(-> #ty)),
+        back: match &function.ret {
+            Some(carried) => carried.ffi_to_rust(quote!(__hotswap_ret), 0),
+            None => quote!(__hotswap_ret),
+        },
+    }
+}
+
+/// The `HotLink` method of one exported function: the call goes through
+/// the host to the serving version (see `hotswap_boundary::link`).
+fn link_method(function: &Function, index: usize) -> TokenStream {
+    let p = quote!(::hotswap_runtime::__private_0_1);
+    let ident = &function.ident;
+    let docs = &function.docs;
+    let marker = marker(function);
+    let MethodParts {
+        params,
+        converted,
+        ret_type,
+        back,
+    } = method_parts(function);
+    quote_spanned! {function.ident.span()=>
+        #(#docs)*
+        #[allow(clippy::too_many_arguments)]
+        pub fn #ident(&self, #(#params),*) #ret_type {
+            let __hotswap_args = (#(#converted,)*);
+            #p::link_call::<#marker, _>(
+                <__HotModule as #p::Linkable>::DESCRIPTOR,
+                #index,
+                __hotswap_args,
+                // Converted while the callee is pinned: values it made are
+                // freed by its own code.
+                |__hotswap_ret| #back,
+            )
+        }
+    }
+}
+
 /// The host's typed method for one exported function.
 fn guard_method(function: &Function) -> TokenStream {
     let ident = &function.ident;
     let docs = &function.docs;
-    let params = function.params.iter().map(|param| {
-        let (name, ty) = (&param.name, &param.ty);
-        quote!(#name: #ty)
-    });
-    let converted = function
-        .params
-        .iter()
-        .map(|param| param.carried.rust_to_ffi(param.name.to_token_stream(), 0));
-    let ret_type = function.ret_type.as_ref().map(|ty| quote!(-> #ty));
-    let back = match &function.ret {
-        Some(carried) => carried.ffi_to_rust(quote!(__hotswap_ret), 0),
-        None => quote!(__hotswap_ret),
-    };
+    let MethodParts {
+        params,
+        converted,
+        ret_type,
+        back,
+    } = method_parts(function);
     let (call, invoke, state) = match function.receiver {
         Receiver::None => (quote!(call), quote!(invoke_stateless), quote!()),
         Receiver::Shared => (

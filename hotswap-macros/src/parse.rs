@@ -19,6 +19,18 @@ pub(crate) struct Module<'a> {
     /// `None` without a `setup` that returns a state.
     pub lifecycle: Option<Lifecycle>,
     pub functions: Vec<Function<'a>>,
+    /// What the module calls outside itself (the attribute's arguments).
+    pub uses: Uses,
+}
+
+/// The attribute's arguments: `uses(path::to::module, ...)` and
+/// `services(Type, ...)`.
+#[derive(Default)]
+pub(crate) struct Uses {
+    /// Other hot modules this one calls, by path.
+    pub modules: Vec<syn::Path>,
+    /// Host services this one calls, by type.
+    pub services: Vec<Type>,
 }
 
 /// The module's `setup`/`teardown`.
@@ -65,9 +77,7 @@ pub(crate) struct Param {
 /// Models the attribute's input; `None` (with the reason reported) when
 /// there is nothing to model.
 pub(crate) fn parse<'a>(cx: &Ctxt, args: &TokenStream, item: &'a ItemMod) -> Option<Module<'a>> {
-    if !args.is_empty() {
-        cx.error_spanned_by(args, "`#[hot_module]` takes no arguments");
-    }
+    let uses = uses(cx, args);
     let Some((_, items)) = &item.content else {
         cx.error_spanned_by(
             item,
@@ -107,7 +117,49 @@ pub(crate) fn parse<'a>(cx: &Ctxt, args: &TokenStream, item: &'a ItemMod) -> Opt
         teardown,
         lifecycle,
         functions,
+        uses,
     })
+}
+
+const ARGUMENTS: &str = "`#[hot_module]` takes `uses(path::to::module, ...)`, the other hot modules this one calls, and `services(Type, ...)`, the host services it calls";
+
+/// Reads `uses(...)` and `services(...)`; whatever else is written is
+/// reported and left out.
+fn uses(cx: &Ctxt, args: &TokenStream) -> Uses {
+    use syn::parse::Parser;
+    use syn::punctuated::Punctuated;
+    use syn::Token;
+
+    let mut uses = Uses::default();
+    let mut seen: Vec<String> = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        let key = meta.path.get_ident().map(ToString::to_string);
+        if let Some(key) = &key {
+            if seen.contains(key) {
+                return Err(meta.error(format!("`{key}(...)` is given twice; list everything in one")));
+            }
+            seen.push(key.clone());
+        }
+        let content;
+        match key.as_deref() {
+            Some("uses") => {
+                syn::parenthesized!(content in meta.input);
+                uses.modules
+                    .extend(Punctuated::<syn::Path, Token![,]>::parse_terminated(&content)?);
+            }
+            Some("services") => {
+                syn::parenthesized!(content in meta.input);
+                uses.services
+                    .extend(Punctuated::<Type, Token![,]>::parse_terminated(&content)?);
+            }
+            _ => return Err(meta.error(format!("unknown argument: {ARGUMENTS}"))),
+        }
+        Ok(())
+    });
+    if let Err(error) = parser.parse2(args.clone()) {
+        cx.syn_error(error);
+    }
+    uses
 }
 
 /// Types are compared by their tokens: `State` and `self::State` differ.

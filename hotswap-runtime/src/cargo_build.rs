@@ -126,7 +126,7 @@ impl CargoBuild {
         if !status.success() {
             return Err(self.failed(diagnostics));
         }
-        match built_library(stdout) {
+        match built_library(stdout, &self.crate_dir.join("Cargo.toml")) {
             Some(library) => Ok(Built {
                 library,
                 diagnostics,
@@ -149,8 +149,12 @@ impl CargoBuild {
     }
 }
 
-/// The cdylib among cargo's JSON messages.
-fn built_library(stdout: &str) -> Option<PathBuf> {
+/// The cdylib of the crate whose manifest is `manifest` among cargo's JSON
+/// messages. Cargo builds a dependency's cdylib too (a module crate that
+/// uses another module depends on that crate), so the first cdylib is not
+/// necessarily this crate's.
+fn built_library(stdout: &str, manifest: &Path) -> Option<PathBuf> {
+    let manifest = manifest.canonicalize().unwrap_or_else(|_| manifest.to_owned());
     stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -159,6 +163,11 @@ fn built_library(stdout: &str) -> Option<PathBuf> {
             message["target"]["kind"]
                 .as_array()
                 .is_some_and(|kinds| kinds.iter().any(|kind| kind == "cdylib"))
+        })
+        .filter(|message| {
+            message["manifest_path"]
+                .as_str()
+                .is_some_and(|path| Path::new(path).canonicalize().is_ok_and(|path| path == manifest))
         })
         .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|file| file.as_str().map(PathBuf::from))

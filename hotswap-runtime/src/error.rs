@@ -251,6 +251,92 @@ pub enum Error {
         crate_name: &'static str,
     },
 
+    /// The module calls other hot modules or host services
+    /// (`#[hot_module(uses(...), services(...))]`) but was opened on its own
+    /// ([`Hot::open`](crate::Hot::open)), with nothing to resolve them in.
+    #[error("module `{module}` calls {what}; open it through the Registry that holds them (Registry::open or Registry::open_found), not with Hot::open")]
+    NeedsRegistry {
+        /// The module.
+        module: &'static str,
+        /// What it calls: the modules and services it declared.
+        what: String,
+    },
+
+    /// A module calls another one (`uses(...)`) that is not in its
+    /// registry. Modules are linked when they load, so the callee is opened
+    /// first.
+    #[error("module `{importer}` calls hot module `{imported}`, which is not in this registry; open `{imported}` first (a module is linked to the modules it uses when it loads)")]
+    ImportMissing {
+        /// The calling module, `crate::module`.
+        importer: String,
+        /// The module it calls, `crate::module`.
+        imported: String,
+    },
+
+    /// A module and a module it calls do not fit: the caller was compiled
+    /// against a function the callee's build lacks or has with another
+    /// signature. Refused when the caller loads (its build is checked
+    /// against the serving callee) and when the callee is swapped (the new
+    /// build is checked against every loaded caller): the same checks as
+    /// the host's own calls, so a call never reaches a function of the
+    /// wrong type.
+    #[error("module `{importer}` calls `{imported}::{function}` as `{expected}`, but the build of `{imported}` {problem}; rebuild `{importer}` against the new `{imported}`, or keep the function as it was")]
+    ImportMismatch {
+        /// The calling module, `crate::module`.
+        importer: String,
+        /// The module it calls, `crate::module`.
+        imported: String,
+        /// The function.
+        function: String,
+        /// Its signature as the caller was compiled against it.
+        expected: String,
+        /// What the callee's build has instead.
+        problem: String,
+    },
+
+    /// Linking a module to one it calls would close a cycle of calls
+    /// between modules (`a` calls `b`, which calls `a`): two calls going
+    /// round it in opposite directions could each wait for the other's
+    /// state lock. Calls between modules go one way.
+    #[error("module `{importer}` calls `{imported}`, which already calls `{importer}` (directly or through other modules); calls between hot modules must not go round in a cycle, which could deadlock: move what both need into a third module")]
+    ImportCycle {
+        /// The module being loaded.
+        importer: String,
+        /// The module it calls.
+        imported: String,
+    },
+
+    /// A module calls a host service (`services(...)`) that the registry
+    /// does not provide.
+    #[error("module `{module}` calls host service `{service}`, which this registry does not provide; call Registry::provide with a value of that type before opening the module")]
+    ServiceMissing {
+        /// The module, `crate::module`.
+        module: String,
+        /// The service type, as its layout names it.
+        service: String,
+    },
+
+    /// A module was compiled against another definition of a host service
+    /// than the host's (a method added, removed or changed in the shared
+    /// interface crate).
+    #[error("module `{module}` was compiled against another definition of host service `{service}` than this host's; rebuild it against the host's interface crate\n{details}")]
+    ServiceMismatch {
+        /// The module, `crate::module`.
+        module: String,
+        /// The service type.
+        service: String,
+        /// What differs, from `abi_stable`'s layout check.
+        details: String,
+    },
+
+    /// [`Registry::provide`](crate::Registry::provide) was given a second
+    /// value of a service type.
+    #[error("host service `{service}` is provided already; each service type has one value per registry")]
+    AlreadyProvided {
+        /// The service type.
+        service: String,
+    },
+
     /// The library's directory could not be watched for new builds.
     #[error("cannot watch {} for new builds: {detail}", path.display())]
     Watch {
@@ -288,7 +374,15 @@ impl Error {
         !self.is_transient()
             && !matches!(
                 self,
-                Self::Teardown { .. } | Self::StateLost { .. } | Self::Setup { .. }
+                Self::Teardown { .. }
+                    | Self::StateLost { .. }
+                    | Self::Setup { .. }
+                    // These depend on the other modules and services too,
+                    // which change.
+                    | Self::ImportMissing { .. }
+                    | Self::ImportMismatch { .. }
+                    | Self::ImportCycle { .. }
+                    | Self::ServiceMissing { .. }
             )
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::export::Export;
+use crate::ffi::link::{LinkTarget, Linker};
 use crate::ffi::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::ffi::module::{ModuleSpec, Shim};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
@@ -70,7 +71,17 @@ impl<M: HotModule> Hot<M> {
 
     /// [`Hot::open`] with [`Options`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
-        let source = path.as_ref().to_owned();
+        Self::open_linked(path.as_ref(), options, None)
+    }
+
+    /// [`Hot::open_with`], resolving the module's calls to other modules
+    /// and host services in `linker` (a registry's).
+    pub(crate) fn open_linked(
+        path: &Path,
+        options: Options,
+        linker: Option<Arc<Linker>>,
+    ) -> Result<Self, Error> {
+        let source = path.to_owned();
         // Checked before loading: a mistake here costs no module setup.
         let rebuild = options
             .rebuild_crate
@@ -90,6 +101,7 @@ impl<M: HotModule> Hot<M> {
             trust: options.trust,
             before_load: options.before_load,
             mapped: Arc::default(),
+            linker,
         };
         let shared = Arc::new(Core::<M>::open(source, loading)?);
         tracing::info!(module = M::MODULE, path = %shared.source.display(), mode = ?options.swap_mode, "hot module loaded");
@@ -177,6 +189,16 @@ impl<M: HotModule> Hot<M> {
     /// The library path given to `open`.
     pub fn path(&self) -> &Path {
         &self.shared.source
+    }
+
+    /// This module, for the modules of its registry to call.
+    pub(crate) fn link_target(&self) -> Arc<dyn LinkTarget> {
+        self.shared.clone()
+    }
+
+    /// The modules the serving version calls (`uses(...)`), `crate::module`.
+    pub fn uses(&self) -> Vec<String> {
+        self.shared.uses()
     }
 
     /// The in-memory file the serving version was loaded from
@@ -327,14 +349,7 @@ impl<M: HotModule> Pinned<'_, M> {
 #[cold]
 #[inline(never)]
 fn reentered<M: HotModule>(function: &str, wanted: Holding) -> ! {
-    let (wanted, held) = match wanted {
-        Holding::Shared => ("`&State`", "a `&mut State`"),
-        Holding::Exclusive => ("`&mut State`", "a stateful"),
-    };
-    panic!(
-        "hotswap: re-entrant call of `{function}` (needs {wanted}) on module `{}` from inside {held} call of the same module on this thread, such as a callback from the module into the host: the outer call's borrow of the state is still live; make this call after the outer call returns, or have the outer function take `&State` and this one `&State` too",
-        M::MODULE
-    )
+    panic!("{}", reentry::reentered_message(M::MODULE, function, wanted))
 }
 
 fn state_lost<M: HotModule>(reason: &str) -> ModulePanic {

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::abi;
 use crate::admit::integrity::module_symbols;
 use crate::error::Error;
+use crate::ffi::link::{LinkTarget, Linker};
 use crate::hot::{Hot, HotModule};
 use crate::residency::FileId;
 use crate::serve::options::Options;
+use abi_stable::StableAbi;
 
 /// Every hot module of a host: `GetModule('name')` for the whole
 /// application.
@@ -46,6 +48,8 @@ use crate::serve::options::Options;
 pub struct Registry {
     directory: Option<PathBuf>,
     modules: RwLock<Vec<Entry>>,
+    /// What modules opened here call: each other and the host's services.
+    linker: Arc<Linker>,
     /// Held while a module is opened, so that two threads opening the same
     /// module cannot both run its `setup`.
     opening: Mutex<()>,
@@ -66,17 +70,26 @@ pub trait Registrable: Registered + Sized {
     const MODULE: &'static str;
     /// The crate the module is in.
     const CRATE: &'static str;
-    /// [`Hot::open_with`].
+    /// [`Hot::open_with`], linked to the registry's modules and services.
     #[doc(hidden)]
-    fn __open(path: &Path, options: Options) -> Result<Self, Error>;
+    fn __open(path: &Path, options: Options, linking: Linking) -> Result<Self, Error>;
 }
+
+/// A registry's modules and services, as a module opened there is linked
+/// to them. Not public API.
+#[doc(hidden)]
+pub struct Linking(Arc<Linker>);
+
+/// A module, as the others of its registry call it. Not public API.
+#[doc(hidden)]
+pub struct Callee(Arc<dyn LinkTarget>);
 
 impl<M: HotModule> Registrable for Hot<M> {
     const MODULE: &'static str = M::MODULE;
     const CRATE: &'static str = M::CRATE;
 
-    fn __open(path: &Path, options: Options) -> Result<Self, Error> {
-        Self::open_with(path, options)
+    fn __open(path: &Path, options: Options, Linking(linker): Linking) -> Result<Self, Error> {
+        Self::open_linked(path, options, Some(linker))
     }
 }
 
@@ -88,6 +101,8 @@ pub trait Registered: Send + Sync + 'static {
     fn status(&self) -> ModuleStatus;
     #[doc(hidden)]
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    #[doc(hidden)]
+    fn callee(&self) -> Callee;
 }
 
 impl<M: HotModule> Registered for Hot<M> {
@@ -99,11 +114,16 @@ impl<M: HotModule> Registered for Hot<M> {
             last_error: self.last_error(),
             mapped_versions: self.mapped_versions(),
             serving_image: self.serving_image(),
+            uses: self.uses(),
         }
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+
+    fn callee(&self) -> Callee {
+        Callee(self.link_target())
     }
 }
 
@@ -124,6 +144,9 @@ pub struct ModuleStatus {
     pub mapped_versions: usize,
     /// The in-memory file the serving version was loaded from.
     pub serving_image: FileId,
+    /// The hot modules its serving version calls (`uses(...)`), as
+    /// `crate::module`.
+    pub uses: Vec<String>,
 }
 
 impl fmt::Display for ModuleStatus {
@@ -139,6 +162,9 @@ impl fmt::Display for ModuleStatus {
             self.mapped_versions,
             self.library.display()
         )?;
+        if !self.uses.is_empty() {
+            write!(f, "  uses {}", self.uses.join(", "))?;
+        }
         if let Some(error) = &self.last_error {
             write!(f, "  last error: {error}")?;
         }
@@ -175,13 +201,16 @@ impl Registry {
         // Refused before opening: a second `open` would run the module's
         // `setup` again, beside the registered one.
         refuse_duplicate::<H>(&self.modules.read().unwrap_or_else(|poisoned| poisoned.into_inner()))?;
-        self.add(H::__open(path.as_ref(), options)?)
+        let linking = Linking(self.linker.clone());
+        self.add(H::__open(path.as_ref(), options, linking)?)
     }
 
     /// Opens the module whose `Hot` is `H` from the library in the
-    /// registry's directory
-    /// that exports it, found by the symbol `#[hot_module]` exports (read
-    /// from each `.so` file's symbol table; nothing is loaded to find it).
+    /// registry's directory that exports it, found by the symbol
+    /// `#[hot_module]` exports (read from each `.so` file's symbol table;
+    /// nothing is loaded to find it). The library of the module's own
+    /// crate, `lib{crate}.so`, is preferred: a module crate that uses
+    /// another links it, and exports its symbol as well.
     pub fn open_found<H: Registrable>(&self, options: Options) -> Result<Arc<H>, Error> {
         let directory = self
             .directory
@@ -198,10 +227,20 @@ impl Registry {
             .filter(|path| path.extension().is_some_and(|extension| extension == "so"))
             .collect();
         libraries.sort();
-        let found = libraries.into_iter().find(|path| {
-            std::fs::read(path).is_ok_and(|bytes| module_symbols(&bytes).contains(&symbol))
-        });
-        let Some(library) = found else {
+        let mut found: Vec<PathBuf> = libraries
+            .into_iter()
+            .filter(|path| {
+                std::fs::read(path).is_ok_and(|bytes| module_symbols(&bytes).contains(&symbol))
+            })
+            .collect();
+        // A module crate that `uses` another links that crate and exports
+        // its symbol too: the module's own crate's library comes first.
+        let own = format!("lib{}.so", H::CRATE);
+        let library = match found.iter().position(|path| path.file_name().is_some_and(|name| *name == *own)) {
+            Some(index) => Some(found.swap_remove(index)),
+            None => found.into_iter().next(),
+        };
+        let Some(library) = library else {
             return Err(Error::NotInDirectory {
                 directory: directory.to_owned(),
                 module: H::MODULE,
@@ -216,6 +255,9 @@ impl Registry {
         let hot = Arc::new(hot);
         let mut modules = self.modules.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         refuse_duplicate::<H>(&modules)?;
+        let Callee(callee) = hot.callee();
+        self.linker
+            .add_module(abi::symbol_name(H::CRATE, H::MODULE), callee);
         modules.push(Entry {
             crate_name: H::CRATE,
             module: H::MODULE,
@@ -223,6 +265,28 @@ impl Registry {
             hot: hot.clone(),
         });
         Ok(hot)
+    }
+
+    /// Provides a service to the modules of this registry: a module that
+    /// names `T` in `#[hot_module(services(...))]` gets this value with
+    /// `hotswap_runtime::service::<T>()`.
+    ///
+    /// `T` is an FFI-safe type, typically an `abi_stable` `#[sabi_trait]`
+    /// object defined in an interface crate that the host and the modules
+    /// share (`Storage_TO<'static, RBox<()>>`), whose methods run host code.
+    /// Provide services before opening the modules that call them: a
+    /// module is checked against them when it loads (its definition of
+    /// `T` must have the host's layout, vtable included). The value lives
+    /// as long as the registry or any module version that can call it.
+    ///
+    /// A service method runs inside a module's call, on its thread: like
+    /// any callback into the host, calling back into a module whose
+    /// stateful call is under way on this thread panics (see
+    /// `docs::boundary`), and a panic in an `abi_stable` trait object's
+    /// method aborts the process (`abi_stable` catches none), so report
+    /// failures with `RResult`.
+    pub fn provide<T: StableAbi + Send + Sync + 'static>(&self, service: T) -> Result<(), Error> {
+        self.linker.provide(service)
     }
 
     /// The module whose `Hot` is `H` (`counter::Hot`), for calls; `None` if

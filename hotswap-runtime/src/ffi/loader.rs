@@ -51,12 +51,16 @@ use crate::error::Error;
 use crate::export::Export;
 use hotswap_boundary::shim::ShimFn;
 use crate::ffi::module::{FnSpec, Resolved, Shim};
+use crate::ffi::link::{HostLinks, Linker, ModuleId};
 use crate::ffi::threads::Tracker;
 use crate::residency::{file_at, is_mapped, FileId, IMAGE_NAME_PREFIX};
 
 /// One module of a loaded library, checked against what the host expects:
 /// the version a `Hot` serves.
 pub(crate) struct Library {
+    /// What the module calls out through; first, so that it drops (and
+    /// detaches from the modules it calls) before the library unloads.
+    links: Option<HostLinks>,
     loaded: Loaded,
     descriptor: NonNull<ModuleDescriptor>,
     /// The threads its code started and its thread-local destructors; the
@@ -103,26 +107,53 @@ impl Library {
     /// thread creation and thread-local destructors to a new [`Tracker`]
     /// (see [`ThreadHooks`](crate::abi::ThreadHooks)). Returns the time spent
     /// checking.
+    ///
+    /// Then resolves and checks the other modules and the host services it
+    /// calls, in `linking`'s registry (see [`HostLinks`]), and hands it the
+    /// link: all before any of its code runs but its initializers.
     pub(crate) fn open(
         source: &Path,
         bytes: &[u8],
         expected: &Expected<'_>,
+        linking: Linking<'_>,
     ) -> Result<(Self, Resolved, Duration), Error> {
         let loaded = Loaded::open(source, bytes)?;
         let started = Instant::now();
         let (descriptor, resolved) = loaded.module(source, expected)?;
+        let importer = format!("{}::{}", expected.crate_name, expected.module);
+        let links =
+            HostLinks::resolve(descriptor, expected.module, importer, linking.id, linking.linker)?;
         let tracker = Tracker::new();
         // SAFETY: `install` is this library's, checked with its header; the
         // hooks live in `tracker`, which the library keeps, and which
         // `Retiring` keeps until the library is unloaded.
         unsafe { (descriptor.install)(tracker.hooks()) };
+        if let Some(links) = &links {
+            // SAFETY: `link` is this library's, checked with its header; the
+            // link lives in `links`, which the library keeps until it is
+            // unloaded (or for ever, if it stays resident).
+            unsafe { (descriptor.link)(links.raw()) };
+        }
         let descriptor = NonNull::from(descriptor);
         let library = Self {
+            links,
             loaded,
             descriptor,
             tracker,
         };
         Ok((library, resolved, started.elapsed()))
+    }
+
+    /// Every function the library exports, as its descriptor lists them.
+    pub(crate) fn exports(&self) -> &[abi::FnEntry] {
+        self.descriptor().functions.as_slice()
+    }
+
+    /// The modules this version calls, `crate::module`.
+    pub(crate) fn imports(&self) -> Vec<String> {
+        self.links
+            .as_ref()
+            .map_or_else(Vec::new, |links| links.imports().collect())
     }
 
     fn descriptor(&self) -> &ModuleDescriptor {
@@ -210,9 +241,19 @@ impl Library {
         self.loaded.image.holds(bytes)
     }
 
-    /// Unloads the library; see [`Loaded::close`].
+    /// Unloads the library; see [`Loaded::close`]. Its links are detached
+    /// first; if it stays resident they are kept for the rest of the
+    /// process, as its image is.
     pub(crate) fn close(self) -> bool {
-        self.loaded.close()
+        let Self { links, loaded, .. } = self;
+        if let Some(links) = &links {
+            links.detach();
+        }
+        let resident = loaded.close();
+        if resident {
+            std::mem::forget(links);
+        }
+        resident
     }
 }
 
@@ -336,6 +377,16 @@ impl Image {
             let _ = fd.into_raw_fd();
         }
     }
+}
+
+/// Where a module's calls to other modules and services are resolved.
+#[derive(Clone, Copy)]
+pub(crate) struct Linking<'a> {
+    /// The module being loaded, as the modules it calls know it.
+    pub id: ModuleId,
+    /// Its registry's modules and services; `None` for a module opened on
+    /// its own, which may then call nothing outside itself.
+    pub linker: Option<&'a Linker>,
 }
 
 /// What a module build is checked against: what a host was compiled with
@@ -690,7 +741,7 @@ pub(crate) fn pointer_inside(layout: &'static TypeLayout) -> Option<String> {
 
 /// The gist of `abi_stable`'s layout report, which prints both layouts in
 /// full: one line per mismatch, naming the type and what differs.
-fn summarize_layout_errors(report: &str) -> String {
+pub(crate) fn summarize_layout_errors(report: &str) -> String {
     let mut summary = Vec::new();
     let mut current_type = "";
     let mut lines = report.lines().map(str::trim).peekable();
@@ -759,6 +810,11 @@ impl ExclusiveState<'_> {
 }
 
 impl StatePtr {
+    /// The state's address, for a call whose lock the caller holds.
+    pub(crate) fn as_ptr(&self) -> *mut c_void {
+        self.0.as_ptr()
+    }
+
     pub(crate) fn shared(&self) -> SharedState<'_> {
         SharedState {
             ptr: self.0.as_ptr(),

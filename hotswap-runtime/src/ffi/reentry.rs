@@ -86,3 +86,18 @@ impl Drop for Inside<'_> {
         INNERMOST.with(|innermost| innermost.set(self.frame.outer.get()));
     }
 }
+
+/// Why a stateful call of `function` of `module`, needing `wanted`, cannot
+/// be served from inside another stateful call of the same module on this
+/// thread (a callback from the module into the host, or a call back into
+/// it from a module it calls): the outer call's borrow of the state is
+/// still live, and waiting for it would wait for this thread itself.
+pub(crate) fn reentered_message(module: &str, function: &str, wanted: Holding) -> String {
+    let (wanted, held) = match wanted {
+        Holding::Shared => ("`&State`", "a `&mut State`"),
+        Holding::Exclusive => ("`&mut State`", "a stateful"),
+    };
+    format!(
+        "hotswap: re-entrant call of `{function}` (needs {wanted}) on module `{module}` from inside {held} call of the same module on this thread, such as a callback from the module into the host: the outer call's borrow of the state is still live; make this call after the outer call returns, or have the outer function take `&State` and this one `&State` too"
+    )
+}

@@ -8,4 +8,5 @@ pub(crate) mod pin; //     pinning without a locked instruction: hazard pointers
 pub(crate) mod pins; //    the process's pin domain, each thread's record
 pub(crate) mod retire; //  unload once nothing of a version can run
 pub(crate) mod swap; //    the swap core: load, check, teardown -> setup, publish
+pub(crate) mod linked; //  the swap core as a callee of other modules
 pub(crate) mod options; // how a `Hot` is set up

@@ -17,7 +17,8 @@ use crate::admit::deps::Dynamic;
 use crate::error::Error;
 use crate::events::{EventHub, SwapEvent, SwapTimings};
 use crate::admit::integrity::{check_loadable, module_symbols};
-use crate::ffi::loader::{Expected, Library, StatePtr, TornDown};
+use crate::ffi::link::{Linker, ModuleId, View};
+use crate::ffi::loader::{Expected, Library, Linking, StatePtr, TornDown};
 use crate::ffi::module::ModuleSpec;
 use crate::ffi::reentry;
 use crate::residency::FileId;
@@ -44,7 +45,7 @@ pub(crate) struct Version<M: ModuleSpec> {
 }
 
 impl<M: ModuleSpec> Version<M> {
-    fn library(&self) -> &Library {
+    pub(crate) fn library(&self) -> &Library {
         self.library
             .as_ref()
             .expect("a version has its library until it drops")
@@ -127,6 +128,13 @@ pub(crate) struct Core<M: ModuleSpec> {
     pub state: RwLock<StateSlot<M>>,
     /// Held for a whole swap, so swaps never interleave.
     swapping: Mutex<SwapRecord>,
+    /// Identifies the module to the modules it calls.
+    pub id: ModuleId,
+    /// How the loaded versions of other modules call this one: every swap
+    /// checks the new build against each. Held by a swap from that check
+    /// until the new version is published, so a caller that links
+    /// meanwhile is checked against the version that serves after.
+    pub importers: Mutex<Vec<Arc<View>>>,
     generation: AtomicU64,
     last_error: Arc<Mutex<Option<Error>>>,
     pub events: EventHub,
@@ -150,6 +158,9 @@ pub(crate) struct Loading {
     /// How many of the module's versions are mapped: one more per loaded
     /// version, one less when one leaves the address space.
     pub mapped: Arc<AtomicUsize>,
+    /// The registry's modules and services, which the module's calls out
+    /// are resolved in; `None` for a module opened on its own.
+    pub linker: Option<Arc<Linker>>,
 }
 
 impl Loading {
@@ -157,6 +168,7 @@ impl Loading {
     /// records the time each took in `timings` (`admit`, `load`, `check`).
     fn load<M: ModuleSpec>(
         &self,
+        id: ModuleId,
         build: &Candidate,
         generation: u64,
         events: &EventHub,
@@ -196,7 +208,12 @@ impl Loading {
         // original path from here on changes nothing.
         let loading = Instant::now();
         let expected = Expected::host(M::CRATE, M::MODULE, M::FUNCTIONS);
-        let (library, resolved, check) = Library::open(&build.path, &build.bytes, &expected)?;
+        let linking = Linking {
+            id,
+            linker: self.linker.as_deref(),
+        };
+        let (library, resolved, check) =
+            Library::open(&build.path, &build.bytes, &expected, linking)?;
         timings.load = loading.elapsed().saturating_sub(check);
         timings.check = check;
         let version = Version {
@@ -219,7 +236,8 @@ impl<M: ModuleSpec> Core<M> {
         let last_error = Arc::default();
         let build = Candidate::read(&source)?;
         let mut timings = SwapTimings::default();
-        let version = loading.load::<M>(&build, 0, &events, &last_error, &mut timings)?;
+        let id = ModuleId::next();
+        let version = loading.load::<M>(id, &build, 0, &events, &last_error, &mut timings)?;
         let state = match version.library().setup(None) {
             Ok(state) => state.map_or(SlotState::Stateless, SlotState::Live),
             Err(failure) => {
@@ -236,6 +254,8 @@ impl<M: ModuleSpec> Core<M> {
             current: PinCell::new(version.clone(), pins::domain()),
             state: RwLock::new(StateSlot { version, state }),
             swapping: Mutex::new(SwapRecord { refused: None }),
+            id,
+            importers: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             last_error,
             events,
@@ -471,10 +491,21 @@ impl<M: ModuleSpec> Core<M> {
         };
         let from = self.generation.load(Ordering::Relaxed);
         let to = from + 1;
-        let next =
-            self.loading
-                .load::<M>(build, to, &self.events, &self.last_error, &mut timings)?;
+        let next = self.loading.load::<M>(
+            self.id,
+            build,
+            to,
+            &self.events,
+            &self.last_error,
+            &mut timings,
+        )?;
         let next = Arc::new(next);
+        // Every loaded caller must fit the new build as it fits the old:
+        // held until the new version is published.
+        let importers = lock(&self.importers);
+        for view in importers.iter() {
+            view.check(next.library().exports())?;
+        }
 
         // 2. Critical section: no stateful call runs until the slot is
         //    released, so no update falls between teardown and setup.
@@ -535,6 +566,7 @@ impl<M: ModuleSpec> Core<M> {
                 let mut retired = self.current.replace(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
+                drop(importers);
                 retired.push(old);
                 // 4. Retire: `old` drops once the swap is reported; the
                 //    version unloads when its last guard and thread are gone

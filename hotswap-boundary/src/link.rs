@@ -1,0 +1,243 @@
+//! The module side of calls out of a module: into other hot modules (the
+//! generated `HotLink` of each module) and into services of the host
+//! ([`service`]).
+//!
+//! A module declares what it calls, `#[hot_module(uses(other::module),
+//! services(Clock))]`; the declarations are part of its descriptor, so the
+//! host resolves and checks them when it loads the module (by the same
+//! layout checks as its own calls) and refuses a build that does not fit
+//! before any of its code runs past the initializers. The host then hands
+//! the library a [`HostLink`] (the descriptor's `link` entry), and every
+//! call goes through it:
+//!
+//! - a call into another module asks the host to pin that module's serving
+//!   version and lock its state, and the host calls back into this image
+//!   (a [`Thunk`]) with the callee's entry point and state: this image
+//!   calls the callee's shim itself, with the arguments typed as it was
+//!   compiled, and converts the result while the callee is still pinned;
+//! - a service is a value the host owns for as long as this library is
+//!   mapped, borrowed through a guard that cannot leave the thread.
+
+use std::any::TypeId;
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use abi_stable::std_types::RString;
+use abi_stable::StableAbi;
+
+use crate::abi::{HostLink, ModuleDescriptor, PanicMessage, Thunk, STATUS_OK};
+use crate::export::Export;
+use crate::shim::ShimFn;
+
+/// The host's link, once installed; null in the host binary itself and in
+/// a library no host has linked.
+static LINK: AtomicPtr<HostLink> = AtomicPtr::new(ptr::null_mut());
+
+/// Installs the host's link (the descriptor's `link` entry).
+///
+/// # Safety
+/// `link` stays valid for as long as this library is mapped.
+pub unsafe extern "C" fn install(link: *const HostLink) {
+    LINK.store(link.cast_mut(), Ordering::Release);
+}
+
+fn link() -> &'static HostLink {
+    let link = LINK.load(Ordering::Acquire);
+    if link.is_null() {
+        not_linked();
+    }
+    // SAFETY: the host keeps the link alive as long as this library is
+    // mapped (`install`'s contract), and this code is in the library.
+    unsafe { &*link }
+}
+
+#[cold]
+#[inline(never)]
+fn not_linked() -> ! {
+    panic!(
+        "hotswap: another hot module or a host service was called from code that no hotswap host loaded (a `HotLink` or `service()` works inside a module library opened through a `Registry`, not in the host binary itself)"
+    )
+}
+
+/// A `#[hot_module]` module that others can call: implemented by the macro
+/// for the module's marker type.
+///
+/// # Safety
+/// `DESCRIPTOR` is the module's own descriptor, whose function entries
+/// describe the `Export` impls the module's `HotLink` calls with.
+pub unsafe trait Linkable: 'static {
+    /// The module's descriptor, in this image.
+    const DESCRIPTOR: &'static ModuleDescriptor;
+}
+
+/// What crosses between [`call`] and [`thunk`]: the work to do inside the
+/// host's call, and what it came to.
+struct Env<F, R> {
+    run: Option<F>,
+    outcome: Option<std::thread::Result<R>>,
+}
+
+/// Runs the caller's work inside the host's call; never unwinds into the
+/// host.
+///
+/// # Safety
+/// `env` is the `Env<F, R>` of the [`call`] that passed this thunk.
+unsafe extern "C" fn thunk<F, R>(env: *mut c_void, shim: *const c_void, state: *mut c_void)
+where
+    F: FnOnce(*const c_void, *mut c_void) -> R,
+{
+    // SAFETY: the caller's contract; `call` waits for the host, which runs
+    // the thunk (at most once) before it returns.
+    let env = unsafe { &mut *env.cast::<Env<F, R>>() };
+    if let Some(run) = env.run.take() {
+        env.outcome = Some(catch_unwind(AssertUnwindSafe(|| run(shim, state))));
+    }
+}
+
+/// Calls function `index` of the module described by `callee` on its
+/// serving version, with `args`, and converts what it returns with
+/// `convert` while that version is still pinned. `HotLink`'s methods are
+/// this.
+///
+/// # Panics
+/// When the callee panics (with its message, as a call from the host
+/// does), when the host cannot make the call (the callee's state is lost,
+/// or the call re-enters a module this thread is inside a call of, which
+/// would wait for itself), when this module did not declare the callee in
+/// `uses(...)`, or outside a module library a hotswap host loaded.
+pub fn call<E: Export, R>(
+    callee: &'static ModuleDescriptor,
+    index: usize,
+    args: E::Args<'_>,
+    convert: impl FnOnce(E::Ret) -> R,
+) -> R {
+    let link = link();
+    let Some(import) = link
+        .imports
+        .iter()
+        .position(|declared| ptr::eq(*declared, callee))
+    else {
+        undeclared(callee, E::NAME);
+    };
+    let run = move |shim: *const c_void, state: *mut c_void| -> Result<R, String> {
+        // SAFETY: the host hands over the entry point of this very
+        // function (`index` in the descriptor this image was compiled
+        // against) on a version whose layouts it checked against that
+        // descriptor, so it has type `E::Fn`; a function pointer and an
+        // address have the same size.
+        let shim: E::Fn<'_> = unsafe { std::mem::transmute_copy(&shim) };
+        let mut message = PanicMessage::uninit();
+        // SAFETY: the version is pinned and `state` locked as the function
+        // needs for the length of the host's call, which this runs inside.
+        let returned = unsafe { shim.call(state, &mut message, args) };
+        if returned.panicked {
+            // SAFETY: `panicked` means the shim wrote the message.
+            Err(unsafe { message.assume_init() }.into_string())
+        } else {
+            // SAFETY: no panic means the shim returned a value.
+            Ok(convert(unsafe { returned.value.assume_init() }))
+        }
+    };
+    let mut env = Env {
+        run: Some(run),
+        outcome: None,
+    };
+    let thunk = thunk_for(&env);
+    let mut message = MaybeUninit::<RString>::uninit();
+    // SAFETY: `link.call` is the host's; `env` outlives the call and is the
+    // `Env` that `thunk` is instantiated for; `message` is writable.
+    let status = unsafe {
+        (link.call)(
+            link.ctx,
+            import,
+            index,
+            (&raw mut env).cast(),
+            thunk,
+            message.as_mut_ptr(),
+        )
+    };
+    if status != STATUS_OK {
+        // SAFETY: a failed status means the host wrote the message.
+        let message = unsafe { message.assume_init() };
+        panic!("hotswap: cannot call `{}`: {message}", E::NAME);
+    }
+    match env.outcome {
+        Some(Ok(Ok(value))) => value,
+        // The callee panicked: resumed here, with its message, as a panic
+        // of this module (which its own boundary catches in turn).
+        Some(Ok(Err(message))) => std::panic::panic_any(message),
+        Some(Err(payload)) => resume_unwind(payload),
+        None => panic!("hotswap: the host did not run the call of `{}`", E::NAME),
+    }
+}
+
+/// The [`thunk`] for `env`'s closure type, which has no name to write.
+fn thunk_for<F, R>(_env: &Env<F, R>) -> Thunk
+where
+    F: FnOnce(*const c_void, *mut c_void) -> R,
+{
+    thunk::<F, R>
+}
+
+#[cold]
+#[inline(never)]
+fn undeclared(callee: &ModuleDescriptor, function: &str) -> ! {
+    panic!(
+        "hotswap: `{}::{}` called `{function}` of hot module `{}::{}` without declaring it: add its path to `#[hot_module(uses(...))]`, so the host checks and links it when this module loads",
+        callee.crate_name, callee.module, callee.crate_name, callee.module
+    )
+}
+
+/// The host's service of type `T`, which this module declared in
+/// `#[hot_module(services(...))]` and the host provides
+/// (`Registry::provide`).
+///
+/// The guard borrows a value that lives in the host as long as this
+/// version is mapped; it cannot be sent to another thread or kept in the
+/// module state (which must be `Send`), so it lasts no longer than the call
+/// that took it.
+///
+/// # Panics
+/// When `T` was not declared in `services(...)`, or outside a module
+/// library a hotswap host loaded.
+pub fn service<T: StableAbi + 'static>() -> Service<T> {
+    let link = link();
+    let wanted = TypeId::of::<T>();
+    let Some(index) = link
+        .services
+        .iter()
+        .position(|declared| (declared.type_id)() == wanted)
+    else {
+        panic!(
+            "hotswap: service `{}` was not declared: add it to `#[hot_module(services(...))]`, so the host checks and provides it when this module loads",
+            std::any::type_name::<T>()
+        );
+    };
+    let value = link.service_values[index];
+    Service {
+        // SAFETY: the host provides a `T` for declared service `index`
+        // (its layout checked against `T`'s when this library loaded) and
+        // keeps it alive as long as this library is mapped.
+        value: unsafe { &*value.cast::<T>() },
+        _not_send: PhantomData,
+    }
+}
+
+/// A host service, borrowed for the call that took it: see [`service`].
+pub struct Service<T: 'static> {
+    value: &'static T,
+    /// Neither `Send` nor `Sync`: it stays on the thread of the call.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> std::ops::Deref for Service<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value
+    }
+}
