@@ -184,7 +184,7 @@ impl ModuleDescriptor {
 
 impl ServiceDecl {
     /// The declaration of service type `T`.
-    pub const fn of<T: StableAbi + 'static>() -> Self {
+    pub const fn of<T: crate::link::HostService>() -> Self {
         Self {
             layout: <T as StableAbi>::LAYOUT,
             type_id: std::any::TypeId::of::<T>,

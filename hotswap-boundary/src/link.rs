@@ -192,6 +192,17 @@ fn undeclared(callee: &ModuleDescriptor, function: &str) -> ! {
     )
 }
 
+/// What can be a host service: an FFI-safe type (its layout is checked
+/// between host and module) that any thread may use.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a host service",
+    label = "not an FFI-safe `Send + Sync` type",
+    note = "a host service is an `abi_stable::StableAbi` type that is `Send + Sync + 'static`, such as a `#[sabi_trait]` trait object (`Trait_TO<'static, RBox<()>>`) from an interface crate that the host and the module share"
+)]
+pub trait HostService: StableAbi + Send + Sync + 'static {}
+
+impl<T: StableAbi + Send + Sync + 'static> HostService for T {}
+
 /// The host's service of type `T`, which this module declared in
 /// `#[hot_module(services(...))]` and the host provides
 /// (`Registry::provide`).
@@ -204,7 +215,7 @@ fn undeclared(callee: &ModuleDescriptor, function: &str) -> ! {
 /// # Panics
 /// When `T` was not declared in `services(...)`, or outside a module
 /// library a hotswap host loaded.
-pub fn service<T: StableAbi + 'static>() -> Service<T> {
+pub fn service<T: HostService>() -> Service<T> {
     let link = link();
     let wanted = TypeId::of::<T>();
     let Some(index) = link

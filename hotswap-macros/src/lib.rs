@@ -52,7 +52,17 @@
 //!   state through a MessagePack buffer the host owns;
 //! - for the host: `Hot` (an alias of `hotswap_runtime::Hot` for this module)
 //!   and `HotGuard`, with one typed method per exported function, same name,
-//!   same arguments minus the state, same return type.
+//!   same arguments minus the state, same return type;
+//! - for other hot modules: `HotLink`, with the same methods, whose calls go
+//!   through the host to this module's serving version.
+//!
+//! # Arguments
+//!
+//! `#[hot_module(uses(path::to::module, ...), services(Type, ...))]` names
+//! the other hot modules this one calls (through their `HotLink`) and the
+//! host services it calls (`hotswap_runtime::service::<Type>()`). Both go
+//! into the module's header, so the host resolves and checks them when the
+//! module loads; see `hotswap_runtime::docs::linking`.
 //!
 //! How the runtime loads, checks and swaps builds is described in the
 //! `hotswap-runtime` crate docs.
@@ -61,6 +71,7 @@
 //!
 //! Each with an error on the offending tokens that says what to do instead,
 //! all reported together, and the module still emitted so IDEs keep working:
+//! unknown or repeated arguments, a module or service named twice;
 //! `static` and `static mut` items anywhere in the module (function bodies and
 //! nested modules included), `thread_local!` and `lazy_static!` (state must
 //! live in the state type so it survives a swap); generic, `async`, `unsafe`

@@ -74,6 +74,12 @@ pub struct ModuleInfo {
     pub teardown: bool,
     /// Every exported function, in the order the library lists them.
     pub functions: Vec<FunctionInfo>,
+    /// The hot modules it calls (`uses(...)`), as `crate::module`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<String>,
+    /// The host services it calls (`services(...)`), by type.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// A module this runtime cannot read: built by a `hotswap-runtime` with
@@ -298,6 +304,16 @@ fn describe(path: &Path, symbol: &str, header: &ModuleHeader) -> Result<ModuleIn
         setup: descriptor.setup.is_some(),
         teardown: descriptor.teardown.is_some(),
         functions,
+        uses: descriptor
+            .imports
+            .iter()
+            .map(|import| format!("{}::{}", import.crate_name, import.module))
+            .collect(),
+        services: descriptor
+            .services
+            .iter()
+            .map(|service| service.layout.full_type().to_string())
+            .collect(),
     })
 }
 

@@ -253,7 +253,7 @@ pub mod __test_hooks {
     pub use crate::residency::{is_path_mapped, mapped_files, mapped_module_images, MappedFile};
 }
 pub use hotswap_macros::hot_module;
-pub use hotswap_boundary::link::{service, Service};
+pub use hotswap_boundary::link::{service, HostService, Service};
 
 /// The README's Rust code blocks, compiled as doctests.
 #[cfg(doctest)]

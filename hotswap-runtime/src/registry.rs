@@ -13,7 +13,7 @@ use crate::ffi::link::{LinkTarget, Linker};
 use crate::hot::{Hot, HotModule};
 use crate::residency::FileId;
 use crate::serve::options::Options;
-use abi_stable::StableAbi;
+use crate::HostService;
 
 /// Every hot module of a host: `GetModule('name')` for the whole
 /// application.
@@ -285,7 +285,7 @@ impl Registry {
     /// `docs::boundary`), and a panic in an `abi_stable` trait object's
     /// method aborts the process (`abi_stable` catches none), so report
     /// failures with `RResult`.
-    pub fn provide<T: StableAbi + Send + Sync + 'static>(&self, service: T) -> Result<(), Error> {
+    pub fn provide<T: HostService>(&self, service: T) -> Result<(), Error> {
         self.linker.provide(service)
     }
 

@@ -5,6 +5,8 @@
 //!   guards, watching for new builds and rebuild on save.
 //! - [`boundary`]: what crosses between host and module, and what a module
 //!   must not do.
+//! - [`linking`]: modules that call other hot modules and services of the
+//!   host: declaring, checking, calling; cycles and re-entrancy.
 //! - [`security`]: trust: file permissions, pinned digests, signatures,
 //!   the libraries a module needs, loading from memory.
 //! - [`cli`]: the `hotswap` command-line tool (`inspect`, `check`,
@@ -23,6 +25,9 @@ pub mod swap {}
 
 #[doc = include_str!("boundary.md")]
 pub mod boundary {}
+
+#[doc = include_str!("linking.md")]
+pub mod linking {}
 
 #[doc = include_str!("security.md")]
 pub mod security {}

@@ -32,6 +32,7 @@ use abi_stable::abi_stability::abi_checking::{
 use abi_stable::std_types::{RSlice, RString};
 use abi_stable::type_layout::TypeLayout;
 use abi_stable::StableAbi;
+use hotswap_boundary::link::HostService;
 
 use crate::abi::{
     self, FnEntry, HostLink, ModuleDescriptor, StateAccess, Thunk, STATUS_FAILED, STATUS_OK,
@@ -113,10 +114,7 @@ impl Linker {
     }
 
     /// Provides `service` to every module that declares its type.
-    pub(crate) fn provide<T: StableAbi + Send + Sync + 'static>(
-        &self,
-        service: T,
-    ) -> Result<(), Error> {
+    pub(crate) fn provide<T: HostService>(&self, service: T) -> Result<(), Error> {
         let layout = <T as StableAbi>::LAYOUT;
         let key = service_key(layout);
         let mut services = write(&self.services);

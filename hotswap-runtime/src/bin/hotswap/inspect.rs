@@ -82,14 +82,20 @@ fn describe(out: &mut String, info: &ModuleInfo) {
         "module `{}` (crate {} {})",
         info.module, info.crate_name, info.crate_version
     );
-    let fields = [
+    let mut fields = vec![
         ("symbol", info.symbol.clone()),
         ("abi_stable", format!("ABI {}", info.abi_stable)),
         ("state handoff", info.handoff_format.clone()),
         ("setup", yes_no(info.setup).to_owned()),
         ("teardown", yes_no(info.teardown).to_owned()),
-        ("functions", info.functions.len().to_string()),
     ];
+    if !info.uses.is_empty() {
+        fields.push(("uses", info.uses.join(", ")));
+    }
+    if !info.services.is_empty() {
+        fields.push(("services", info.services.join(", ")));
+    }
+    fields.push(("functions", info.functions.len().to_string()));
     for (name, value) in fields {
         let _ = writeln!(out, "  {name:<14} {value}");
     }
