@@ -163,7 +163,13 @@ pub fn call<E: Export, R>(
     if status != STATUS_OK {
         // SAFETY: a failed status means the host wrote the message.
         let message = unsafe { message.assume_init() };
-        panic!("hotswap: cannot call `{}`: {message}", E::NAME);
+        panic!(
+            "hotswap: cannot call `{}` of `{}::{}`: {}",
+            E::NAME,
+            callee.crate_name,
+            callee.module,
+            message.as_str().trim_start_matches("hotswap: ")
+        );
     }
     match env.outcome {
         Some(Ok(Ok(value))) => value,

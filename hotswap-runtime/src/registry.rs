@@ -257,7 +257,7 @@ impl Registry {
         refuse_duplicate::<H>(&modules)?;
         let Callee(callee) = hot.callee();
         self.linker
-            .add_module(abi::symbol_name(H::CRATE, H::MODULE), callee);
+            .add_module(abi::symbol_name(H::CRATE, H::MODULE), &callee);
         modules.push(Entry {
             crate_name: H::CRATE,
             module: H::MODULE,

@@ -427,3 +427,18 @@ fn modules_opened_without_what_they_call_are_refused_with_what_is_missing() {
     assert!(service.starts_with("Store_TO"), "{error}");
     assert!(registry.get::<Orders>().is_none(), "a refused module is not registered");
 }
+
+#[test]
+fn dropping_the_shop_unloads_every_module_that_called_or_was_called() {
+    let (_stages, shop) = open_shop();
+    shop.orders.get().place("pear", 2).expect("order");
+    let images: Vec<_> = shop.registry.list().iter().map(|module| module.serving_image).collect();
+    assert_eq!(images.len(), 3);
+    assert!(images.iter().all(|image| image.is_mapped()));
+    // The registry's linker, each module's link to the modules it calls and
+    // each callee's list of callers must not keep one another alive.
+    drop(shop);
+    for image in images {
+        assert!(!image.is_mapped(), "{image} is still mapped after the shop was dropped");
+    }
+}

@@ -40,3 +40,25 @@ pub mod bench {
         state.data.len() as u64
     }
 }
+
+/// A second module that calls the first through its `HotLink`: what a call
+/// from one hot module into another costs.
+#[hot_module(uses(crate::bench))]
+pub mod relay {
+    use super::bench;
+
+    /// `bench::add`, through a link.
+    pub fn add_linked(a: u64, b: u64) -> u64 {
+        bench::HotLink::get().add(a, b)
+    }
+
+    /// `bench::bump` (`&mut State`), through a link.
+    pub fn bump_linked() -> u64 {
+        bench::HotLink::get().bump()
+    }
+
+    /// The same work as `bench::add`, here: the baseline a link adds to.
+    pub fn add_here(a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+}

@@ -11,9 +11,10 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use bench_module::bench::Hot;
+use bench_module::relay::Hot as Relay;
 use hotswap_bench::{build, target_dir, Stage};
 use hotswap_runtime::trust::{signature_path, SecretKey};
-use hotswap_runtime::{Options, SwapEvent, SwapMode, SwapTimings};
+use hotswap_runtime::{Options, Registry, SwapEvent, SwapMode, SwapTimings};
 
 #[hot_lib_reloader::hot_module(dylib = "bench_dylib", lib_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/hotswap-bench/release"))]
 mod hot_lib {
@@ -180,6 +181,16 @@ fn main() {
     let held_stateful_ns = per_call(CALLS, |acc| acc ^ guard.bump());
     drop(guard);
     let stateful_ns = per_call(CALLS, |acc| acc ^ get_and_bump(&hot));
+
+    // One module calling another: `relay` calls `bench` through its link,
+    // both opened in one registry.
+    let modules = Registry::new();
+    let manual = || Options::new().swap_mode(SwapMode::Manual);
+    modules.open::<Hot>(stage.path(), manual()).expect("open bench in a registry");
+    let relay = modules.open::<Relay>(stage.path(), manual()).expect("open relay");
+    let here_ns = per_call(CALLS, |acc| relay.get().add_here(acc, 1));
+    let linked_ns = per_call(CALLS, |acc| relay.get().add_linked(acc, 1));
+    let linked_stateful_ns = per_call(CALLS, |acc| acc ^ relay.get().bump_linked());
     let row = |name: &str, figure: Figure| {
         println!(
             "  {name:<46} {:>7.2} / {:>7.2} / {:>7.2}",
@@ -197,6 +208,9 @@ fn main() {
     row("hot-lib-reloader 0.8, 2 threads (per call)", hlr_2t);
     row("hotswap, held guard, stateful call", held_stateful_ns);
     row("hotswap, get() + stateful call", stateful_ns);
+    row("relay: get() + call, add in relay", here_ns);
+    row("relay: get() + call, add through a HotLink", linked_ns);
+    row("relay: get() + call, bump through a HotLink", linked_stateful_ns);
 
     println!(
         "\nswaps of a small module ({} KiB):",
@@ -349,6 +363,20 @@ fn main() {
         "get()+call / one atomic RMW",
         get_ns.median / rmw.median,
         "no RMW in get()",
+    );
+    println!(
+        "  a HotLink call adds (linked - here)        {:>7.2} ns  (stateless; one module calling another)",
+        linked_ns.median - here_ns.median
+    );
+    ratio(
+        "HotLink stateless call / get()+call",
+        (linked_ns.median - here_ns.median) / get_ns.median,
+        "a call the host makes",
+    );
+    ratio(
+        "HotLink stateful call / get()+stateful call",
+        (linked_stateful_ns.median - here_ns.median) / stateful_ns.median,
+        "a stateful call the host makes",
     );
     println!("  swap median                               {swap:>9.2?}  (< 1 ms)");
     println!("  signed swap median                        {signed_swap:>9.2?}  (SHA-256 + ed25519 added)");

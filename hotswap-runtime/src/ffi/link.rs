@@ -47,11 +47,9 @@ pub(crate) trait LinkTarget: Send + Sync {
     /// Identifies the module among the linked ones, for cycle checks.
     fn id(&self) -> ModuleId;
     /// Checks `view` against the serving version and, if it fits, keeps it
-    /// so that every later swap is checked against it too, until
-    /// [`LinkTarget::detach`].
+    /// (weakly) so that every later swap is checked against it too, until
+    /// [`View::detach`].
     fn attach(&self, view: &Arc<View>) -> Result<(), Error>;
-    /// Forgets `view`: the version holding it is unloading.
-    fn detach(&self, view: &Arc<View>);
     /// Runs `run` with the entry point of function `function` of `view` on
     /// the version that serves it, and the state locked as the function
     /// needs (null for a stateless function). `Err` says why the call
@@ -79,9 +77,13 @@ impl ModuleId {
 /// What the modules of one registry can link to: the modules by symbol,
 /// the services by type, and every attached view (the edges of the call
 /// graph, for cycle checks).
+///
+/// It holds the modules weakly: each module's swap core holds the linker
+/// (to link its new versions), so a strong reference back would keep
+/// every module of a dropped registry alive.
 #[derive(Default)]
 pub(crate) struct Linker {
-    modules: RwLock<Vec<(String, Arc<dyn LinkTarget>)>>,
+    modules: RwLock<Vec<(String, std::sync::Weak<dyn LinkTarget>)>>,
     services: RwLock<Vec<Provided>>,
     views: Mutex<Vec<std::sync::Weak<View>>>,
 }
@@ -109,8 +111,8 @@ fn service_key(layout: &TypeLayout) -> String {
 
 impl Linker {
     /// Makes the module `target` (exported under `symbol`) callable.
-    pub(crate) fn add_module(&self, symbol: String, target: Arc<dyn LinkTarget>) {
-        write(&self.modules).push((symbol, target));
+    pub(crate) fn add_module(&self, symbol: String, target: &Arc<dyn LinkTarget>) {
+        write(&self.modules).push((symbol, Arc::downgrade(target)));
     }
 
     /// Provides `service` to every module that declares its type.
@@ -138,7 +140,7 @@ impl Linker {
         read(&self.modules)
             .iter()
             .find(|(name, _)| name == symbol)
-            .map(|(_, target)| target.clone())
+            .and_then(|(_, target)| target.upgrade())
     }
 }
 
@@ -197,6 +199,10 @@ pub(crate) struct View {
     /// never points at freed memory: one per callee version called while
     /// the caller's version is loaded.
     mappings: Mutex<Vec<Box<Mapping>>>,
+    /// Whether the caller's version is still loaded, so that `functions`'
+    /// layouts can be read: set to false (under the write lock, which waits
+    /// for a check under way) before it unloads.
+    attached: RwLock<bool>,
 }
 
 // SAFETY: the raw pointers are code addresses in loaded callee versions
@@ -225,8 +231,13 @@ impl View {
 
     /// Whether a callee build exporting `exports` fits this view: every
     /// function present, needing no more access to the state, with
-    /// compatible layouts.
+    /// compatible layouts. A detached view fits anything: its caller is
+    /// gone.
     pub(crate) fn check(&self, exports: &[FnEntry]) -> Result<(), Error> {
+        let attached = read(&self.attached);
+        if !*attached {
+            return Ok(());
+        }
         // A fresh CheckingGlobals per check, as for the host's own calls
         // (the process-wide one keeps pointers into unloaded libraries).
         let globals = CheckingGlobals::new();
@@ -265,6 +276,18 @@ impl View {
         Ok(())
     }
 
+    /// Stops the callee's swaps from checking this view (and reading the
+    /// caller's image): done before the caller's version unloads; waits
+    /// for a check under way.
+    pub(crate) fn detach(&self) {
+        *write(&self.attached) = false;
+    }
+
+    /// Whether the caller's version is still loaded.
+    pub(crate) fn is_attached(&self) -> bool {
+        *read(&self.attached)
+    }
+
     /// The entry point of function `function` on the callee version of
     /// `generation`, whose exports are `exports` (checked against this
     /// view when it was attached or when that version was swapped in).
@@ -281,7 +304,7 @@ impl View {
             // `mappings`, which keeps it until the view drops.
             let mapping = unsafe { &*cached };
             if mapping.generation == generation {
-                if let Some(&shim) = mapping.shims.get(function) {
+                if let Some(&shim) = mapping.shims.get(function).filter(|shim| !shim.is_null()) {
                     return Ok(shim);
                 }
             }
@@ -421,6 +444,7 @@ impl HostLinks {
                         .collect(),
                     cache: AtomicPtr::new(ptr::null_mut()),
                     mappings: Mutex::new(Vec::new()),
+                    attached: RwLock::new(true),
                 });
                 target.attach(&view)?;
                 attached.push(Arc::downgrade(&view));
@@ -489,7 +513,7 @@ impl HostLinks {
 impl Links {
     fn detach(&self) {
         for view in &self.views {
-            view.target.detach(view);
+            view.detach();
         }
     }
 }

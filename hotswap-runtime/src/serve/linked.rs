@@ -33,12 +33,9 @@ impl<M: ModuleSpec> LinkTarget for Core<M> {
         // what serves once it is released is what the view is checked on.
         let mut importers = lock(&self.importers);
         view.check(pins::pin(&self.current).library().exports())?;
-        importers.push(view.clone());
+        importers.retain(|attached| attached.upgrade().is_some_and(|view| view.is_attached()));
+        importers.push(Arc::downgrade(view));
         Ok(())
-    }
-
-    fn detach(&self, view: &Arc<View>) {
-        lock(&self.importers).retain(|attached| !Arc::ptr_eq(attached, view));
     }
 
     fn call(

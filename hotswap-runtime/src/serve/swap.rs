@@ -133,8 +133,9 @@ pub(crate) struct Core<M: ModuleSpec> {
     /// How the loaded versions of other modules call this one: every swap
     /// checks the new build against each. Held by a swap from that check
     /// until the new version is published, so a caller that links
-    /// meanwhile is checked against the version that serves after.
-    pub importers: Mutex<Vec<Arc<View>>>,
+    /// meanwhile is checked against the version that serves after. Weak:
+    /// a view belongs to its caller's version (and holds this core).
+    pub importers: Mutex<Vec<std::sync::Weak<View>>>,
     generation: AtomicU64,
     last_error: Arc<Mutex<Option<Error>>>,
     pub events: EventHub,
@@ -503,7 +504,7 @@ impl<M: ModuleSpec> Core<M> {
         // Every loaded caller must fit the new build as it fits the old:
         // held until the new version is published.
         let importers = lock(&self.importers);
-        for view in importers.iter() {
+        for view in importers.iter().filter_map(std::sync::Weak::upgrade) {
             view.check(next.library().exports())?;
         }
 
