@@ -622,3 +622,68 @@ pub fn resident_kib() -> u64 {
         .and_then(|kib| kib.parse().ok())
         .expect("VmRSS in KiB")
 }
+
+/// A bound on waiting for progress in the load tests, so a failure shows
+/// as a failure and not a hang. Nothing measures time with it.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What the swapper and the clients of a load test wait on each other for.
+#[derive(Default)]
+pub struct Progress {
+    counts: Mutex<Counts>,
+    changed: std::sync::Condvar,
+}
+
+/// The counts behind [`Progress`].
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Swaps (or rounds of swaps) completed.
+    pub swaps: u64,
+    /// Replies received, by all clients.
+    pub replies: u64,
+    /// A thread panicked: the others stop instead of waiting for it.
+    pub aborted: bool,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies `change` and returns what it returns, waking every waiter.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Counts) -> R) -> R {
+        let result = change(&mut self.lock());
+        self.changed.notify_all();
+        result
+    }
+
+    /// Blocks until `done` holds, or panics naming `what` after
+    /// [`PATIENCE`] or when another thread panicked.
+    pub fn wait_until(&self, what: &str, done: impl Fn(&Counts) -> bool) {
+        let (counts, timeout) = self
+            .changed
+            .wait_timeout_while(self.lock(), PATIENCE, |counts| {
+                !done(counts) && !counts.aborted
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(
+            !counts.aborted,
+            "gave up waiting for {what}: another thread panicked"
+        );
+        assert!(
+            !timeout.timed_out(),
+            "no progress while waiting for {what} ({counts:?})"
+        );
+    }
+}
+
+/// Marks a [`Progress`] aborted when dropped by a panicking thread.
+pub struct AbortOnPanic<'a>(pub &'a Progress);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.update(|counts| counts.aborted = true);
+        }
+    }
+}

@@ -3,84 +3,17 @@
 //! versions twenty times, and no request goes unanswered or is lost from
 //! the handler's state.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use hotswap_runtime::{Options, SwapMode};
-use hotswap_service::{build_handler, Client, Hot, Server, Version};
-use hotswap_tests::Stage;
+use hotswap_service::{build_handler, serve, Client, Hot, Server, Version};
+use hotswap_tests::{AbortOnPanic, Progress, Stage};
 
 const CLIENTS: u64 = 4;
 const SWAPS: u64 = 20;
 /// Requests each client sends after the last swap.
 const TAIL: u64 = 50;
-/// Generous: a bound on waiting for progress, so a failure shows as a
-/// failure and not a hang. Nothing here measures time.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// What the swapper and the clients wait on each other for.
-#[derive(Default)]
-struct Progress {
-    counts: Mutex<Counts>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Counts {
-    /// Swaps completed (`reload` returned).
-    swaps: u64,
-    /// Replies received, by all clients.
-    replies: u64,
-    /// A thread panicked: the others stop instead of waiting for it.
-    aborted: bool,
-}
-
-impl Progress {
-    fn lock(&self) -> MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Applies `change` and returns what it returns, waking every waiter.
-    fn update<R>(&self, change: impl FnOnce(&mut Counts) -> R) -> R {
-        let result = change(&mut self.lock());
-        self.changed.notify_all();
-        result
-    }
-
-    /// Blocks until `done` holds, or panics naming `what` after `PATIENCE`
-    /// or when another thread panicked.
-    fn wait_until(&self, what: &str, done: impl Fn(&Counts) -> bool) {
-        let (counts, timeout) = self
-            .changed
-            .wait_timeout_while(self.lock(), PATIENCE, |counts| {
-                !done(counts) && !counts.aborted
-            })
-            .unwrap_or_else(PoisonError::into_inner);
-        assert!(
-            !counts.aborted,
-            "gave up waiting for {what}: another thread panicked"
-        );
-        assert!(
-            !timeout.timed_out(),
-            "no progress while waiting for {what} (swaps {}, replies {})",
-            counts.swaps,
-            counts.replies
-        );
-    }
-}
-
-/// Marks the progress aborted when dropped by a panicking thread.
-struct AbortOnPanic<'a>(&'a Progress);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.0.update(|counts| counts.aborted = true);
-        }
-    }
-}
-
 /// Sends requests on one connection until the last swap is done and `TAIL`
 /// more after it, alternately `set clientN J` and `get clientN` (which must
 /// find the J just set, so a cache lost in a swap fails here), checks each
@@ -132,7 +65,7 @@ fn a_service_swapped_twenty_times_under_load_answers_every_request() {
         Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual))
             .expect("open version 1"),
     );
-    let server = Server::start(hot.clone()).expect("start the server");
+    let server = serve(hot.clone()).expect("start the server");
     let progress = Progress::default();
 
     let by_version = thread::scope(|scope| {

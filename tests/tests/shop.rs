@@ -8,26 +8,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::thread;
-use std::time::Duration;
 
 use hotswap_runtime::{Error, Options, Registry, SwapMode};
 use hotswap_scratch::ScratchCrate;
 use hotswap_shop::{
-    build_module, build_source, expected_total, unit_price, Catalog, Client, Module, Orders,
-    Pricing, Server, Shop, Version,
+    build_module, build_source, expected_total, serve, unit_price, Catalog, Client, Module,
+    Orders, Pricing, Server, Shop, Version,
 };
-use hotswap_tests::Stage;
+use hotswap_tests::{AbortOnPanic, Progress, Stage};
 
 const CLIENTS: u64 = 4;
 /// Swaps of each module.
 const SWAPS: u64 = 20;
 /// Requests each client sends after the last swap.
 const TAIL: u64 = 60;
-/// A bound on waiting for progress, so a failure shows as a failure and
-/// not a hang. Nothing here measures time.
-const PATIENCE: Duration = Duration::from_secs(120);
 const SKUS: [&str; 3] = ["apple", "pear", "plum"];
 const INITIAL_STOCK: u64 = 1_000_000;
 
@@ -64,54 +60,6 @@ fn open_shop() -> (BTreeMap<Module, Stage>, Shop) {
     let paths = stages.iter().map(|(&module, stage)| (module, stage.path())).collect();
     let shop = Shop::open(&paths, || Options::new().swap_mode(SwapMode::Manual)).expect("open the shop");
     (stages, shop)
-}
-
-#[derive(Default)]
-struct Progress {
-    counts: Mutex<Counts>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Counts {
-    /// Swap rounds completed (each swaps every module once).
-    rounds: u64,
-    replies: u64,
-    aborted: bool,
-}
-
-impl Progress {
-    fn lock(&self) -> MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn update<R>(&self, change: impl FnOnce(&mut Counts) -> R) -> R {
-        let result = change(&mut self.lock());
-        self.changed.notify_all();
-        result
-    }
-
-    fn wait_for_replies(&self, more_than: u64) {
-        let (counts, timeout) = self
-            .changed
-            .wait_timeout_while(self.lock(), PATIENCE, |counts| {
-                counts.replies <= more_than && !counts.aborted
-            })
-            .unwrap_or_else(PoisonError::into_inner);
-        assert!(!counts.aborted, "a client panicked");
-        assert!(!timeout.timed_out(), "no replies for {PATIENCE:?} (rounds {}, replies {})", counts.rounds, counts.replies);
-    }
-}
-
-/// Marks the progress aborted when dropped by a panicking thread.
-struct AbortOnPanic<'a>(&'a Progress);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.0.update(|counts| counts.aborted = true);
-        }
-    }
 }
 
 /// What one client saw.
@@ -204,7 +152,7 @@ fn client(id: u64, server: &Server, progress: &Progress) -> Seen {
         }
         let (swapped_all, aborted) = progress.update(|counts| {
             counts.replies += 1;
-            (counts.rounds == SWAPS, counts.aborted)
+            (counts.swaps == SWAPS, counts.aborted)
         });
         assert!(!aborted, "client {id}: stopping, another thread panicked");
         after_last_swap += u64::from(swapped_all);
@@ -217,7 +165,7 @@ fn client(id: u64, server: &Server, progress: &Progress) -> Seen {
 fn three_modules_swapped_independently_under_load_answer_every_request() {
     let (stages, shop) = open_shop();
     let shop = std::sync::Arc::new(shop);
-    let server = Server::start(shop.clone()).expect("start the server");
+    let server = serve(shop.clone()).expect("start the server");
     let progress = Progress::default();
 
     let seen: Vec<Seen> = thread::scope(|scope| {
@@ -231,13 +179,15 @@ fn three_modules_swapped_independently_under_load_answer_every_request() {
         for round in 1..=SWAPS {
             let version = if round % 2 == 1 { 2 } else { 1 };
             for module in Module::ALL {
-                progress.wait_for_replies(replies_after_last_swap + CLIENTS);
+                progress.wait_until("replies from the versions swapped in last", |counts| {
+                    counts.replies > replies_after_last_swap + CLIENTS
+                });
                 stages[&module].put_file(build(module, version));
                 shop.reload(module)
                     .unwrap_or_else(|error| panic!("round {round}: swap {module:?} to v{version} under load: {error}"));
                 replies_after_last_swap = progress.update(|counts| counts.replies);
             }
-            progress.update(|counts| counts.rounds = round);
+            progress.update(|counts| counts.swaps = round);
         }
         clients.into_iter().map(|client| client.join().expect("client")).collect()
     });

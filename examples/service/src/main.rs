@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap_runtime::SwapEvent;
-use hotswap_service::{Client, Hot, Server, Version, build_handler};
+use hotswap_service::{Client, Hot, Version, build_handler, serve};
 
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let keep_serving = std::env::args().skip(1).any(|arg| arg == "--serve");
@@ -24,11 +24,10 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     println!("building version 1 of the handler ...");
     build_handler(Version::V1, &library)?;
     let hot = Arc::new(Hot::open(&library)?);
-    let server = Server::start(hot.clone())?;
+    let server = serve(hot.clone())?;
     println!("serving on {}", server.local_addr());
     let mut client = Client::connect(server.local_addr())?;
-    talk(
-        &mut client,
+    client.talk(
         &[
             "set greeting hello",
             "set colour blue",
@@ -52,8 +51,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         }
     }
     // Same connection, same cache: version 2 answers from version 1's state.
-    talk(
-        &mut client,
+    client.talk(
         &["get greeting", "del colour", "get colour", "stats"],
     )?;
 
@@ -63,14 +61,6 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
             std::thread::park();
         }
     }
-    talk(&mut client, &["quit"])?;
-    Ok(())
-}
-
-fn talk(client: &mut Client, requests: &[&str]) -> std::io::Result<()> {
-    for request in requests {
-        println!("  > {request}");
-        println!("  < {}", client.request(request)?);
-    }
+    client.talk(&["quit"])?;
     Ok(())
 }

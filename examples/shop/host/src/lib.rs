@@ -10,7 +10,7 @@
 //!   with the time from the host's [`Clock`].
 //!
 //! The host ([`Shop`]) owns one [`Registry`] with the three modules and
-//! the two services, and the [`Server`] answers one line per request:
+//! the two services, and [`serve`] answers one line per request:
 //!
 //! | request | reply |
 //! |---|---|
@@ -27,20 +27,17 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hotswap_runtime::{Options, Registry};
 use hotswap_scratch::ScratchCrate;
 use shop_api::std_types::{ROption, RStr, RString};
 use shop_api::{Clock, Storage, Store, Store_TO, TD_Opaque, Time, Time_TO};
 
+pub use hotswap_line_server::{Client, Server};
 pub use shop_catalog::catalog::Hot as Catalog;
 pub use shop_orders::orders::Hot as Orders;
 pub use shop_pricing::pricing::Hot as Pricing;
@@ -275,19 +272,6 @@ impl Shop {
     /// Answers one request line; the second value says whether to keep the
     /// connection open.
     pub fn handle(&self, line: &str) -> (String, bool) {
-        // A module's panic comes back as a panic here; the modules and
-        // their state stay usable.
-        panic::catch_unwind(AssertUnwindSafe(|| self.answer(line))).unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            (format!("error: {message}"), true)
-        })
-    }
-
-    fn answer(&self, line: &str) -> (String, bool) {
         let words: Vec<&str> = line.split_whitespace().collect();
         let quantity = |word: &str| word.parse::<u32>().map_err(|error| format!("error: bad quantity {word:?}: {error}"));
         let reply = match words.as_slice() {
@@ -323,123 +307,12 @@ impl Shop {
     }
 }
 
-/// Serves the shop's line protocol on an ephemeral loopback port until
-/// dropped, a thread per connection.
-#[derive(Debug)]
-pub struct Server {
-    address: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds `127.0.0.1:0` and starts accepting connections.
-    pub fn start(shop: Arc<Shop>) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let address = listener.local_addr()?;
-        let stopping = Arc::new(AtomicBool::new(false));
-        let acceptor = thread::Builder::new().name("shop-accept".into()).spawn({
-            let stopping = stopping.clone();
-            move || accept(&listener, &shop, &stopping)
-        })?;
-        Ok(Self {
-            address,
-            stopping,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for Server {
-    /// Stops accepting; open connections are served until their clients
-    /// close them.
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        // A connection wakes the blocked `accept`, which then sees the flag.
-        if TcpStream::connect(self.address).is_ok()
-            && let Some(acceptor) = self.acceptor.take()
-        {
-            let _ = acceptor.join();
-        }
-    }
-}
-
-fn accept(listener: &TcpListener, shop: &Arc<Shop>, stopping: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::Relaxed) {
-            return;
-        }
-        let Ok(stream) = stream else {
-            // Out of descriptors or similar: back off instead of spinning.
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let shop = shop.clone();
-        let _ = thread::Builder::new()
-            .name("shop-connection".into())
-            .spawn(move || serve(&shop, &stream));
-    }
-}
-
-fn serve(shop: &Shop, stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut writer = stream;
-    for line in BufReader::new(stream).lines() {
-        let (reply, keep_open) = shop.handle(&line?);
-        writer.write_all(format!("{reply}\n").as_bytes())?;
-        if !keep_open {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// One persistent connection to a [`Server`], one request at a time.
-#[derive(Debug)]
-pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    /// Connects to the server at `address`.
-    pub fn connect(address: SocketAddr) -> io::Result<Self> {
-        let writer = TcpStream::connect(address)?;
-        writer.set_nodelay(true)?;
-        Ok(Self {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        })
-    }
-
-    /// Sends `line` as one request and returns its reply, without the line
-    /// end.
-    pub fn request(&mut self, line: &str) -> io::Result<String> {
-        self.writer.write_all(format!("{line}\n").as_bytes())?;
-        let mut reply = String::new();
-        self.reader.read_line(&mut reply)?;
-        match reply.strip_suffix('\n') {
-            Some(reply) => Ok(reply.to_owned()),
-            None => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the server closed the connection instead of replying to {line:?}"),
-            )),
-        }
-    }
-
-    /// Closes the sending half and returns what the server sends until it
-    /// closes: nothing, if every request got exactly one reply.
-    pub fn finish(mut self) -> io::Result<String> {
-        self.writer.shutdown(Shutdown::Write)?;
-        let mut rest = String::new();
-        self.reader.read_to_string(&mut rest)?;
-        Ok(rest)
-    }
+/// Serves the shop's line protocol on an ephemeral loopback port until the
+/// server is dropped, a thread per connection. A module's panic (resumed in
+/// the host) becomes an `error: ...` reply; the modules and their state
+/// stay usable.
+pub fn serve(shop: Arc<Shop>) -> io::Result<Server> {
+    Server::start(move |line: &str| shop.handle(line))
 }
 
 /// The unit price of `sku` in cents, as both catalog versions have it.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap_runtime::{Options, SwapEvent};
-use hotswap_shop::{build_module, Client, Module, Server, Shop, Version};
+use hotswap_shop::{build_module, serve, Client, Module, Shop, Version};
 
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let keep_serving = std::env::args().skip(1).any(|arg| arg == "--serve");
@@ -31,10 +31,10 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     }
     // Each module watches its library and swaps a new build in by itself.
     let shop = Arc::new(Shop::open(&libraries, Options::new)?);
-    let server = Server::start(shop.clone())?;
+    let server = serve(shop.clone())?;
     println!("serving on {}", server.local_addr());
     let mut client = Client::connect(server.local_addr())?;
-    talk(&mut client, &["status", "price apple 12", "order apple 12", "order pear 2", "stock apple"])?;
+    client.talk(&["status", "price apple 12", "order apple 12", "order pear 2", "stock apple"])?;
 
     for module in Module::ALL {
         let events = match module {
@@ -54,9 +54,9 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
                 _ => continue,
             }
         }
-        talk(&mut client, &["price apple 12", "order apple 12", "stock apple"])?;
+        client.talk(&["price apple 12", "order apple 12", "stock apple"])?;
     }
-    talk(&mut client, &["status"])?;
+    client.talk(&["status"])?;
 
     if keep_serving {
         println!("serving on {} until stopped", server.local_addr());
@@ -64,16 +64,6 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
             std::thread::park();
         }
     }
-    talk(&mut client, &["quit"])?;
-    Ok(())
-}
-
-fn talk(client: &mut Client, requests: &[&str]) -> std::io::Result<()> {
-    for request in requests {
-        println!("  > {request}");
-        for line in client.request(request)?.split(" | ") {
-            println!("  < {line}");
-        }
-    }
+    client.talk(&["quit"])?;
     Ok(())
 }
