@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    FnEntry, HandoffSink, InstallFn, LinkFn, ModuleDescriptor, PanicMessage, ServiceDecl,
-    SetupFn, ShimReturn, StateAccess, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT,
-    STATUS_OK, STATUS_PANICKED,
+    FnEntry, HandoffSink, InstallFn, LinkFn, ModuleDescriptor, PanicMessage, ServiceDecl, SetupFn,
+    ShimReturn, StateAccess, TeardownFn, HANDOFF_FORMAT, STATUS_FAILED, STATUS_KEPT, STATUS_OK,
+    STATUS_PANICKED,
 };
 use crate::shim::ShimFn;
 

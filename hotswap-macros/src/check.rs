@@ -280,7 +280,10 @@ fn uses(cx: &Ctxt, module: &Module) {
     for path in &module.uses.modules {
         let key = crate::parse::pretty(path);
         if modules.contains(&key) {
-            cx.error_spanned_by(path, format!("`{key}` is in `uses(...)` twice; name it once"));
+            cx.error_spanned_by(
+                path,
+                format!("`{key}` is in `uses(...)` twice; name it once"),
+            );
         }
         modules.push(key);
     }

@@ -136,7 +136,9 @@ fn uses(cx: &Ctxt, args: &TokenStream) -> Uses {
         let key = meta.path.get_ident().map(ToString::to_string);
         if let Some(key) = &key {
             if seen.contains(key) {
-                return Err(meta.error(format!("`{key}(...)` is given twice; list everything in one")));
+                return Err(meta.error(format!(
+                    "`{key}(...)` is given twice; list everything in one"
+                )));
             }
             seen.push(key.clone());
         }
@@ -145,7 +147,9 @@ fn uses(cx: &Ctxt, args: &TokenStream) -> Uses {
             Some("uses") => {
                 syn::parenthesized!(content in meta.input);
                 uses.modules
-                    .extend(Punctuated::<syn::Path, Token![,]>::parse_terminated(&content)?);
+                    .extend(Punctuated::<syn::Path, Token![,]>::parse_terminated(
+                        &content,
+                    )?);
             }
             Some("services") => {
                 syn::parenthesized!(content in meta.input);

@@ -104,6 +104,16 @@
 //! Every swap, refusal and unload is a [`SwapEvent`] ([`Hot::subscribe`])
 //! and a `tracing` record.
 //!
+//! # Modules that call modules and host services
+//!
+//! A [`Registry`] holds every hot module of an application. A module that
+//! declares `#[hot_module(uses(other::module), services(Clock))]` calls the
+//! other module through its generated `HotLink` and the host's service
+//! through [`service`]; the registry resolves both when each version loads,
+//! with the same layout checks as the host's calls, and checks every swap of
+//! a callee against the callers loaded at the time. Each call reaches the
+//! callee's serving version. See [`docs::linking`](crate::docs::linking).
+//!
 //! # State handoff
 //!
 //! The handoff uses MessagePack via `rmp-serde`, with structs encoded as maps
@@ -252,8 +262,8 @@ pub mod __test_hooks {
     pub use crate::cargo_build::build_module;
     pub use crate::residency::{is_path_mapped, mapped_files, mapped_module_images, MappedFile};
 }
-pub use hotswap_macros::hot_module;
 pub use hotswap_boundary::link::{service, HostService, Service};
+pub use hotswap_macros::hot_module;
 
 /// The README's Rust code blocks, compiled as doctests.
 #[cfg(doctest)]

@@ -18,6 +18,13 @@ use crate::HostService;
 /// Every hot module of a host: `GetModule('name')` for the whole
 /// application.
 ///
+/// Modules opened here can call each other and the services the registry
+/// provides ([`Registry::provide`]): a module is linked to the modules it
+/// `uses` when it loads, so open callees first (see
+/// [`docs::linking`](crate::docs::linking)). A module added with
+/// [`Registry::add`] was opened on its own: others can call it, it calls
+/// none.
+///
 /// Modules are added one by one ([`Registry::open`], [`Registry::add`]),
 /// each with its own [`Options`], or found in a directory of module
 /// libraries ([`Registry::in_directory`], [`Registry::open_found`]). Code

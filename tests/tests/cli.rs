@@ -794,21 +794,51 @@ fn a_host_trusting_the_key_loads_what_the_tool_signed_and_nothing_else() {
 fn inspect_lists_what_a_module_calls() {
     let built = tempfile::tempdir().unwrap();
     let orders = built.path().join("libshop_orders.so");
-    hotswap_shop::build_module(hotswap_shop::Module::Orders, hotswap_shop::Version::V1, &orders)
-        .expect("build the shop's orders module");
+    hotswap_shop::build_module(
+        hotswap_shop::Module::Orders,
+        hotswap_shop::Version::V1,
+        &orders,
+    )
+    .expect("build the shop's orders module");
     let run = hotswap([OsStr::new("inspect"), orders.as_os_str()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Its callees' code is linked in, headers and all: three modules.
     assert!(run.stdout.contains(": 3 hot modules"), "{}", run.stdout);
-    let orders_section = run.stdout.split("\n\n").find(|section| section.starts_with("module `orders`")).expect("orders is listed");
-    assert!(orders_section.contains("  uses           shop_catalog::catalog, shop_pricing::pricing\n"), "{orders_section}");
-    assert!(orders_section.contains("  services       Store_TO<'lt>, Time_TO<'lt>\n"), "{orders_section}");
+    let orders_section = run
+        .stdout
+        .split("\n\n")
+        .find(|section| section.starts_with("module `orders`"))
+        .expect("orders is listed");
+    assert!(
+        orders_section.contains("  uses           shop_catalog::catalog, shop_pricing::pricing\n"),
+        "{orders_section}"
+    );
+    assert!(
+        orders_section.contains("  services       Store_TO<'lt>, Time_TO<'lt>\n"),
+        "{orders_section}"
+    );
 
-    let json = hotswap([OsStr::new("inspect"), OsStr::new("--json"), orders.as_os_str()]);
+    let json = hotswap([
+        OsStr::new("inspect"),
+        OsStr::new("--json"),
+        orders.as_os_str(),
+    ]);
     let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     let modules = document["modules"].as_array().expect("modules");
-    let orders = modules.iter().find(|module| module["module"] == "orders").expect("orders");
-    assert_eq!(orders["uses"], serde_json::json!(["shop_catalog::catalog", "shop_pricing::pricing"]));
-    let catalog = modules.iter().find(|module| module["module"] == "catalog").expect("catalog");
-    assert!(catalog.get("uses").is_none(), "a module that calls nothing has no `uses`: {catalog}");
+    let orders = modules
+        .iter()
+        .find(|module| module["module"] == "orders")
+        .expect("orders");
+    assert_eq!(
+        orders["uses"],
+        serde_json::json!(["shop_catalog::catalog", "shop_pricing::pricing"])
+    );
+    let catalog = modules
+        .iter()
+        .find(|module| module["module"] == "catalog")
+        .expect("catalog");
+    assert!(
+        catalog.get("uses").is_none(),
+        "a module that calls nothing has no `uses`: {catalog}"
+    );
 }

@@ -34,7 +34,9 @@ fn source(edit: Option<(&str, &str)>) -> String {
 /// Builds take turns: every build of `loops` writes the same `libloops.so`.
 fn build(name: &str, edit: Option<(&str, &str)>) -> PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = hotswap_scratch::workspace_root();
     let built = ScratchCrate::new(root.join("target/hotswap-tests/loops").join(name), "loops")
         .edition("2021")
@@ -95,13 +97,27 @@ fn open(first_library: &Path) -> Opened {
     let stages = [Stage::with_file(first_library), Stage::with_file(plain())];
     let registry = Registry::new();
     let late = Arc::new(OnceLock::new());
-    let callback: Callback = Relay_TO::from_value(HostCallback { second: late.clone() }, abi_stable::sabi_trait::TD_Opaque);
+    let callback: Callback = Relay_TO::from_value(
+        HostCallback {
+            second: late.clone(),
+        },
+        abi_stable::sabi_trait::TD_Opaque,
+    );
     registry.provide(callback).expect("provide the callback");
     let manual = || Options::new().swap_mode(SwapMode::Manual);
-    let first = registry.open::<first::Hot>(stages[0].path(), manual()).expect("open first");
-    let second = registry.open::<second::Hot>(stages[1].path(), manual()).expect("open second");
+    let first = registry
+        .open::<first::Hot>(stages[0].path(), manual())
+        .expect("open first");
+    let second = registry
+        .open::<second::Hot>(stages[1].path(), manual())
+        .expect("open second");
     let _ = late.set(second.clone());
-    Opened { _stages: stages, registry, first, second }
+    Opened {
+        _stages: stages,
+        registry,
+        first,
+        second,
+    }
 }
 
 #[test]
@@ -120,15 +136,25 @@ fn a_call_back_into_a_module_this_thread_holds_is_refused_instead_of_deadlocking
         // first (`&mut State`) -> host -> second -> (link) first (`&State`):
         // first's state is borrowed exclusively by the outer call, so the
         // inner call is refused, and says why, instead of waiting for itself.
-        let refused = opened.first.get().bump_and_relay().expect_err("the inner call is refused");
-        assert!(refused.contains("re-entrant call of `count`") && refused.contains("module `first`"), "{refused}");
+        let refused = opened
+            .first
+            .get()
+            .bump_and_relay()
+            .expect_err("the inner call is refused");
+        assert!(
+            refused.contains("re-entrant call of `count`") && refused.contains("module `first`"),
+            "{refused}"
+        );
         // Nothing is left locked, and the outer call's update stands.
         assert_eq!(opened.first.get().count(), 2);
         assert_eq!(opened.second.get().first_count(), 2);
         println!("NO DEADLOCK");
         return;
     };
-    assert!(child.status.is_some_and(|status| status.success()), "{child:?}");
+    assert!(
+        child.status.is_some_and(|status| status.success()),
+        "{child:?}"
+    );
     assert!(child.output.contains("NO DEADLOCK"), "{}", child.output);
 }
 
@@ -146,17 +172,37 @@ fn a_swap_that_would_close_a_cycle_of_links_is_refused() {
     let opened = open(plain());
     opened.first.get().bump();
     opened._stages[0].put_file(&cyclic);
-    let error = opened.first.reload().expect_err("first would call second, which calls first");
-    let Error::ImportCycle { importer, imported } = &error else { panic!("not an ImportCycle: {error}") };
-    assert_eq!((importer.as_str(), imported.as_str()), ("loops::first", "loops::second"));
-    assert!(error.to_string().contains("must not go round in a cycle"), "{error}");
-    assert_eq!((opened.first.generation(), opened.first.get().count()), (0, 1), "first serves on");
+    let error = opened
+        .first
+        .reload()
+        .expect_err("first would call second, which calls first");
+    let Error::ImportCycle { importer, imported } = &error else {
+        panic!("not an ImportCycle: {error}")
+    };
+    assert_eq!(
+        (importer.as_str(), imported.as_str()),
+        ("loops::first", "loops::second")
+    );
+    assert!(
+        error.to_string().contains("must not go round in a cycle"),
+        "{error}"
+    );
+    assert_eq!(
+        (opened.first.generation(), opened.first.get().count()),
+        (0, 1),
+        "first serves on"
+    );
     assert_eq!(opened.second.get().first_count(), 1);
 
     // Opened in a registry where `second` is not, the same build links.
     let alone = Registry::new();
     let stage = Stage::with_file(&cyclic);
-    let error = alone.open::<first::Hot>(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect_err("second is not open there");
-    assert!(matches!(&error, Error::ImportMissing { imported, .. } if imported == "loops::second"), "{error}");
+    let error = alone
+        .open::<first::Hot>(stage.path(), Options::new().swap_mode(SwapMode::Manual))
+        .expect_err("second is not open there");
+    assert!(
+        matches!(&error, Error::ImportMissing { imported, .. } if imported == "loops::second"),
+        "{error}"
+    );
     drop(opened.registry);
 }

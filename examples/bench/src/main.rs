@@ -186,8 +186,12 @@ fn main() {
     // both opened in one registry.
     let modules = Registry::new();
     let manual = || Options::new().swap_mode(SwapMode::Manual);
-    modules.open::<Hot>(stage.path(), manual()).expect("open bench in a registry");
-    let relay = modules.open::<Relay>(stage.path(), manual()).expect("open relay");
+    modules
+        .open::<Hot>(stage.path(), manual())
+        .expect("open bench in a registry");
+    let relay = modules
+        .open::<Relay>(stage.path(), manual())
+        .expect("open relay");
     let here_ns = per_call(CALLS, |acc| relay.get().add_here(acc, 1));
     let linked_ns = per_call(CALLS, |acc| relay.get().add_linked(acc, 1));
     let linked_stateful_ns = per_call(CALLS, |acc| acc ^ relay.get().bump_linked());
@@ -210,7 +214,10 @@ fn main() {
     row("hotswap, get() + stateful call", stateful_ns);
     row("relay: get() + call, add in relay", here_ns);
     row("relay: get() + call, add through a HotLink", linked_ns);
-    row("relay: get() + call, bump through a HotLink", linked_stateful_ns);
+    row(
+        "relay: get() + call, bump through a HotLink",
+        linked_stateful_ns,
+    );
 
     println!(
         "\nswaps of a small module ({} KiB):",

@@ -27,14 +27,12 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let server = serve(hot.clone())?;
     println!("serving on {}", server.local_addr());
     let mut client = Client::connect(server.local_addr())?;
-    client.talk(
-        &[
-            "set greeting hello",
-            "set colour blue",
-            "get greeting",
-            "stats",
-        ],
-    )?;
+    client.talk(&[
+        "set greeting hello",
+        "set colour blue",
+        "get greeting",
+        "stats",
+    ])?;
 
     println!("building version 2 while serving ...");
     let events = hot.subscribe();
@@ -51,9 +49,7 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         }
     }
     // Same connection, same cache: version 2 answers from version 1's state.
-    client.talk(
-        &["get greeting", "del colour", "get colour", "stats"],
-    )?;
+    client.talk(&["get greeting", "del colour", "get colour", "stats"])?;
 
     if keep_serving {
         println!("serving on {} until stopped", server.local_addr());

@@ -11,7 +11,11 @@ pub mod catalog {
     use serde::{Deserialize, Serialize};
 
     /// Every item the shop starts with: SKU, unit price in cents, stock.
-    pub const ITEMS: [(&str, u64, u64); 3] = [("apple", 50, 1_000_000), ("pear", 80, 1_000_000), ("plum", 30, 1_000_000)];
+    pub const ITEMS: [(&str, u64, u64); 3] = [
+        ("apple", 50, 1_000_000),
+        ("pear", 80, 1_000_000),
+        ("plum", 30, 1_000_000),
+    ];
 
     #[derive(Serialize, Deserialize)]
     pub struct State {

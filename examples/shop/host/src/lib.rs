@@ -156,15 +156,18 @@ pub fn build_source(
         None => module.directory().to_owned(),
         Some(_) => format!("{}-against-other-catalog", module.directory()),
     };
-    let built = ScratchCrate::new(root.join("target/hotswap-shop").join(scratch), module.package())
-        .dependencies(dependencies)
-        .source(source)
-        // A fraction of the size: quicker to copy and load on each swap.
-        .manifest_extra(format!(
-            "\n[profile.dev.package.{}]\nstrip = \"debuginfo\"\n",
-            module.package()
-        ))
-        .build(&root.join("target/hotswap-modules"))?;
+    let built = ScratchCrate::new(
+        root.join("target/hotswap-shop").join(scratch),
+        module.package(),
+    )
+    .dependencies(dependencies)
+    .source(source)
+    // A fraction of the size: quicker to copy and load on each swap.
+    .manifest_extra(format!(
+        "\n[profile.dev.package.{}]\nstrip = \"debuginfo\"\n",
+        module.package()
+    ))
+    .build(&root.join("target/hotswap-modules"))?;
     if let Some(parent) = destination.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -273,14 +276,17 @@ impl Shop {
     /// connection open.
     pub fn handle(&self, line: &str) -> (String, bool) {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let quantity = |word: &str| word.parse::<u32>().map_err(|error| format!("error: bad quantity {word:?}: {error}"));
+        let quantity = |word: &str| {
+            word.parse::<u32>()
+                .map_err(|error| format!("error: bad quantity {word:?}: {error}"))
+        };
         let reply = match words.as_slice() {
-            ["price", sku, count] => quantity(count).map(|count| {
-                match self.pricing.get().quote(sku, count) {
+            ["price", sku, count] => {
+                quantity(count).map(|count| match self.pricing.get().quote(sku, count) {
                     Ok((total, version)) => format!("price {total} (pricing v{version})"),
                     Err(error) => format!("error: {error}"),
-                }
-            }),
+                })
+            }
             ["order", sku, count] => quantity(count).map(|count| {
                 self.orders
                     .get()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap_runtime::{Options, SwapEvent};
-use hotswap_shop::{build_module, serve, Client, Module, Shop, Version};
+use hotswap_shop::{Client, Module, Shop, Version, build_module, serve};
 
 fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let keep_serving = std::env::args().skip(1).any(|arg| arg == "--serve");
@@ -34,7 +34,13 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let server = serve(shop.clone())?;
     println!("serving on {}", server.local_addr());
     let mut client = Client::connect(server.local_addr())?;
-    client.talk(&["status", "price apple 12", "order apple 12", "order pear 2", "stock apple"])?;
+    client.talk(&[
+        "status",
+        "price apple 12",
+        "order apple 12",
+        "order pear 2",
+        "stock apple",
+    ])?;
 
     for module in Module::ALL {
         let events = match module {
@@ -42,12 +48,19 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
             Module::Pricing => shop.pricing.subscribe(),
             Module::Orders => shop.orders.subscribe(),
         };
-        println!("building version 2 of {} while serving ...", module.package());
+        println!(
+            "building version 2 of {} while serving ...",
+            module.package()
+        );
         build_module(module, Version::V2, &libraries[&module])?;
         loop {
             match events.recv_timeout(Duration::from_secs(120))? {
                 SwapEvent::Swapped { timings, .. } => {
-                    println!("swapped in version 2 of {} in {:?}", module.package(), timings.total);
+                    println!(
+                        "swapped in version 2 of {} in {:?}",
+                        module.package(),
+                        timings.total
+                    );
                     break;
                 }
                 SwapEvent::Refused { error, .. } => return Err(error.into()),

@@ -2,7 +2,10 @@
 
 use hotswap_runtime::hot_module;
 
-#[hot_module(uses(shop_catalog::catalog, shop_pricing::pricing), services(Storage, Clock))]
+#[hot_module(
+    uses(shop_catalog::catalog, shop_pricing::pricing),
+    services(Storage, Clock)
+)]
 pub mod orders {
     use hotswap_runtime::service;
     use serde::{Deserialize, Serialize};
@@ -40,7 +43,9 @@ pub mod orders {
             format!("order/{id}").as_str().into(),
             RString::from(format!("{quantity} {sku} for {total} at {at} ms")),
         );
-        Ok(format!("order #{id}: {quantity} x {sku} = {total} cents (pricing v{pricing_version})"))
+        Ok(format!(
+            "order #{id}: {quantity} x {sku} = {total} cents (pricing v{pricing_version})"
+        ))
     }
 
     /// What order `id` was, as stored.
