@@ -280,7 +280,7 @@ pub enum Error {
     /// build is checked against every loaded caller): the same checks as
     /// the host's own calls, so a call never reaches a function of the
     /// wrong type.
-    #[error("module `{importer}` calls `{imported}::{function}` as `{expected}`, but the build of `{imported}` {problem}; rebuild `{importer}` against the new `{imported}`, or keep the function as it was")]
+    #[error("module `{importer}` calls `{imported}::{function}`, but the build of `{imported}` {problem}; rebuild `{importer}` against the new `{imported}`, or keep the function as it was")]
     ImportMismatch {
         /// The calling module, `crate::module`.
         importer: String,
@@ -288,9 +288,8 @@ pub enum Error {
         imported: String,
         /// The function.
         function: String,
-        /// Its signature as the caller was compiled against it.
-        expected: String,
-        /// What the callee's build has instead.
+        /// What the callee's build has instead, and the signature the
+        /// caller was compiled against.
         problem: String,
     },
 

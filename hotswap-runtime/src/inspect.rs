@@ -158,6 +158,9 @@ impl ModuleLibrary {
     /// Loading runs the library's initializers: open only libraries you
     /// trust. A library without any module symbol is refused before it is
     /// loaded.
+    // The per-module results carry the crate's one error enum as it is
+    // (`UnreadableModule::error`), which is large but made only on failure.
+    #[allow(clippy::result_large_err)]
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_owned();
         let bytes = std::fs::read(&path).map_err(|error| Error::Read {

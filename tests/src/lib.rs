@@ -689,3 +689,64 @@ impl Drop for AbortOnPanic<'_> {
         }
     }
 }
+
+/// Builds the fixture crate in `tests/fixtures/FIXTURE` (package `package`)
+/// with `edit` applied to its `src/lib.rs`, and copies the library to
+/// `target/hotswap-tests/FIXTURE-NAME.so`, which it returns.
+///
+/// Builds of one process take turns (every build of a package writes the
+/// same cdylib name), and a child process of [`in_child`] builds nothing:
+/// it finds what its parent built, which may be building another variant
+/// of the same package into that same file meanwhile.
+pub fn build_variant(
+    fixture: &str,
+    package: &str,
+    name: &str,
+    edit: Option<(&str, &str)>,
+    dependencies: &str,
+) -> PathBuf {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let root = workspace_root();
+    let library = root.join(format!("target/hotswap-tests/{fixture}-{name}.so"));
+    if std::env::var_os(CHILD).is_some() {
+        return library;
+    }
+    let _turn = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = root.join("tests/fixtures").join(fixture).join("src/lib.rs");
+    let source = std::fs::read_to_string(&path).expect("read the fixture");
+    let source = match edit {
+        None => source,
+        Some((from, to)) => {
+            let edited = source.replace(from, to);
+            assert_ne!(edited, source, "{} has {from:?}", path.display());
+            edited
+        }
+    };
+    let built = ScratchCrate::new(
+        root.join("target/hotswap-tests").join(fixture).join(name),
+        package,
+    )
+    .edition("2021")
+    .dependencies(dependencies)
+    .source(source)
+    .build(&root.join("target/hotswap-modules"))
+    .unwrap_or_else(|error| panic!("build {fixture} {name}: {error}"));
+    std::fs::copy(built, &library).expect("copy the build");
+    library
+}
+
+/// The message a panic carried (a module's panic is resumed with a
+/// `String`); empty for another payload.
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+        })
+        .unwrap_or_default()
+}

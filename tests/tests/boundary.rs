@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 
 use counter::counter::{Callback, Hot};
 use hotswap_runtime::{Error, Options, SwapEvent, SwapMode};
-use hotswap_tests::{in_child, library, Fixture, Stage};
+use hotswap_tests::{in_child, library, panic_text, Fixture, Stage};
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn open(stage: &Stage) -> Hot {
     Hot::open_with(stage.path(), Options::new().swap_mode(SwapMode::Manual)).expect("open")
-}
-
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| {
-            payload
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -5,90 +5,50 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use abi_stable::std_types::{RResult, RString};
 use hotswap_runtime::{Error, Options, Registry, SwapMode};
-use hotswap_scratch::ScratchCrate;
-use hotswap_tests::{in_child, Stage};
+use hotswap_tests::{build_variant, in_child, panic_text, Stage};
 use loops::{first, second, Callback, Relay, Relay_TO};
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The fixture's source; `edit` applied, if any.
-fn source(edit: Option<(&str, &str)>) -> String {
-    let path = hotswap_scratch::workspace_root().join("tests/fixtures/loops/src/lib.rs");
-    let source = std::fs::read_to_string(path).expect("read the fixture");
-    match edit {
-        None => source,
-        Some((from, to)) => {
-            let edited = source.replace(from, to);
-            assert_ne!(edited, source, "the fixture has {from:?}");
-            edited
-        }
-    }
-}
-
 /// Builds the fixture (with `edit`) into `target/hotswap-tests/loops-NAME.so`.
-/// Builds take turns: every build of `loops` writes the same `libloops.so`.
 fn build(name: &str, edit: Option<(&str, &str)>) -> PathBuf {
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = BUILDING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let root = hotswap_scratch::workspace_root();
-    let built = ScratchCrate::new(root.join("target/hotswap-tests/loops").join(name), "loops")
-        .edition("2021")
-        .dependencies(format!("{}\nabi_stable = \"0.11\"", hotswap_scratch::SERDE))
-        .source(source(edit))
-        .build(&root.join("target/hotswap-modules"))
-        .unwrap_or_else(|error| panic!("build loops {name}: {error}"));
-    let library = root.join(format!("target/hotswap-tests/loops-{name}.so"));
-    std::fs::copy(built, &library).expect("copy the build");
-    library
+    let dependencies = format!("{}\nabi_stable = \"0.11\"", hotswap_scratch::SERDE);
+    build_variant("loops", "loops", name, edit, &dependencies)
 }
 
-/// The version of the fixture as it is. A child process (`in_child`)
-/// finds it built by its parent: it must not build, while the parent may
-/// be building another version into the same file.
+/// The version of the fixture as it is (a child process finds it built).
 fn plain() -> &'static Path {
     static PLAIN: OnceLock<PathBuf> = OnceLock::new();
-    PLAIN.get_or_init(|| {
-        if std::env::var_os("HOTSWAP_TEST_CHILD").is_some() {
-            hotswap_scratch::workspace_root().join("target/hotswap-tests/loops-plain.so")
-        } else {
-            build("plain", None)
-        }
-    })
+    PLAIN.get_or_init(|| build("plain", None))
 }
 
 /// The host's `Callback`: calls `second::first_count`, and answers with
 /// the panic's message if that call panics (a panic must not reach
-/// `abi_stable`'s method boundary, which aborts).
+/// `abi_stable`'s method boundary, which aborts). It holds `second`
+/// weakly: a service that owned a module would keep it alive for ever.
 struct HostCallback {
-    second: Arc<OnceLock<Arc<second::Hot>>>,
+    second: Arc<OnceLock<Weak<second::Hot>>>,
 }
 
 impl Relay for HostCallback {
     fn relay(&self) -> RResult<u64, RString> {
-        let second = self.second.get().expect("second is open");
+        let Some(second) = self.second.get().and_then(Weak::upgrade) else {
+            return RResult::RErr(RString::from("second is not open"));
+        };
         catch_unwind(AssertUnwindSafe(|| second.get().first_count()))
-            .map_err(|panic| {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-                    .unwrap_or_default();
-                RString::from(message)
-            })
+            .map_err(|panic| RString::from(panic_text(panic)))
             .into()
     }
 }
 
 struct Opened {
     _stages: [Stage; 2],
-    registry: Registry,
+    _registry: Registry,
     first: Arc<first::Hot>,
     second: Arc<second::Hot>,
 }
@@ -111,10 +71,10 @@ fn open(first_library: &Path) -> Opened {
     let second = registry
         .open::<second::Hot>(stages[1].path(), manual())
         .expect("open second");
-    let _ = late.set(second.clone());
+    let _ = late.set(Arc::downgrade(&second));
     Opened {
         _stages: stages,
-        registry,
+        _registry: registry,
         first,
         second,
     }
@@ -204,5 +164,58 @@ fn a_swap_that_would_close_a_cycle_of_links_is_refused() {
         matches!(&error, Error::ImportMissing { imported, .. } if imported == "loops::second"),
         "{error}"
     );
-    drop(opened.registry);
+    // The callback holds `second` weakly: dropping the host's handles
+    // unloads both modules.
+    let images = [opened.first.serving_image(), opened.second.serving_image()];
+    drop(opened);
+    for image in images {
+        assert!(!image.is_mapped(), "{image} is still mapped");
+    }
+}
+
+#[test]
+fn a_call_back_into_a_module_from_its_own_swap_is_refused_instead_of_deadlocking() {
+    let name = "a_call_back_into_a_module_from_its_own_swap_is_refused_instead_of_deadlocking";
+    // A `setup` that asks the host to call back: during a swap, first's new
+    // setup runs with first's state locked for the swap.
+    let relaying = build(
+        "relaying-setup",
+        Some((
+            "    pub fn setup(prev: Option<State>) -> State {\n        prev.unwrap_or_default()\n    }",
+            "    pub fn setup(prev: Option<State>) -> State {\n        if let abi_stable::std_types::RResult::RErr(message) = service::<crate::Callback>().relay() {\n            panic!(\"{message}\");\n        }\n        prev.unwrap_or_default()\n    }",
+        )),
+    );
+    plain();
+    let Some(child) = in_child(name, &[], CHILD_TIMEOUT) else {
+        let opened = open(plain());
+        opened.first.get().bump();
+        opened._stages[0].put_file(&relaying);
+        let error = opened
+            .first
+            .reload()
+            .expect_err("the callback re-enters first");
+        let message = error.to_string();
+        assert!(
+            message.contains("setup of module `first` panicked")
+                && message.contains("re-entrant call of `count`"),
+            "{message}"
+        );
+        // Refused, not hung; the old version took its state back and serves.
+        assert_eq!(
+            (opened.first.generation(), opened.first.get().count()),
+            (0, 1)
+        );
+        assert_eq!(opened.second.get().first_count(), 1);
+        println!("NO DEADLOCK IN A SWAP");
+        return;
+    };
+    assert!(
+        child.status.is_some_and(|status| status.success()),
+        "{child:?}"
+    );
+    assert!(
+        child.output.contains("NO DEADLOCK IN A SWAP"),
+        "{}",
+        child.output
+    );
 }

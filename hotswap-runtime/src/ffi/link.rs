@@ -22,7 +22,7 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -150,6 +150,7 @@ fn reaches(attached: &[std::sync::Weak<View>], from: ModuleId, to: ModuleId) -> 
     let edges: Vec<(ModuleId, ModuleId)> = attached
         .iter()
         .filter_map(std::sync::Weak::upgrade)
+        .filter(|view| view.is_attached())
         .map(|view| (view.importer_id, view.target.id()))
         .collect();
     let mut seen = vec![from];
@@ -197,7 +198,9 @@ pub(crate) struct View {
     cache: AtomicPtr<Mapping>,
     /// Every mapping made, kept until the view drops, so that `cache`
     /// never points at freed memory: one per callee version called while
-    /// the caller's version is loaded.
+    /// the caller's version is loaded. Boxed: `cache` points at a mapping,
+    /// which must not move when the vector grows.
+    #[allow(clippy::vec_box)]
     mappings: Mutex<Vec<Box<Mapping>>>,
     /// Whether the caller's version is still loaded, so that `functions`'
     /// layouts can be read: set to false (under the write lock, which waits
@@ -246,8 +249,7 @@ impl View {
                 importer: self.importer.clone(),
                 imported: self.target.name(),
                 function: function.name.clone(),
-                expected: function.signature.clone(),
-                problem,
+                problem: format!("{problem} (the caller has `{}`)", function.signature),
             };
             let Some(entry) = exports
                 .iter()
@@ -353,7 +355,23 @@ impl View {
 /// that points at. Dropping it detaches its views from their callees, so
 /// it must drop before the library is unloaded.
 pub(crate) struct HostLinks {
-    inner: Box<Links>,
+    /// A `Box<Links>` turned raw: the link handed to the module points into
+    /// it, so nothing reborrows it mutably after that (see `Drop`).
+    inner: NonNull<Links>,
+}
+
+// SAFETY: `Links` is only read once made (the views' own state is atomic
+// or locked), and its raw pointers are addresses in loaded images and in
+// service values that are `Send + Sync`.
+unsafe impl Send for HostLinks {}
+// SAFETY: as above.
+unsafe impl Sync for HostLinks {}
+
+impl Drop for HostLinks {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::into_raw` in `resolve`, dropped once.
+        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+    }
 }
 
 struct Links {
@@ -461,8 +479,11 @@ impl HostLinks {
                     service,
                 });
             };
+            // The module's definition is the interface, the host's the
+            // implementation (which may have methods the module does not
+            // know, not fewer): `abi_stable`'s order.
             let globals = CheckingGlobals::new();
-            check_layout_compatibility_with_globals(provided.layout, declared.layout, &globals)
+            check_layout_compatibility_with_globals(declared.layout, provided.layout, &globals)
                 .map_err(|errors| Error::ServiceMismatch {
                     module: importer.clone(),
                     service: service.clone(),
@@ -472,41 +493,52 @@ impl HostLinks {
             links._services.push(provided._value.clone());
         }
         drop(services);
-        let mut inner = Box::new(links);
-        let ctx = ptr::from_ref::<Links>(&inner).cast::<c_void>();
-        // SAFETY: the addresses live in `inner`, which the library keeps
-        // as long as it is mapped (see `Library`), so for as long as the
-        // module can read them; the slice is only ever read.
-        let service_values = unsafe {
-            RSlice::from_raw_parts(inner.service_addresses.as_ptr(), inner.service_addresses.len())
+        let service_values = {
+            let addresses = &links.service_addresses;
+            // SAFETY: the addresses live in the vector's heap buffer, which
+            // moves with `links` into the box below and is never changed
+            // again; the box lives as long as the library is mapped (see
+            // `Library`), so as long as the module can read the slice.
+            unsafe { RSlice::from_raw_parts(addresses.as_ptr(), addresses.len()) }
         };
-        inner.raw.write(HostLink {
-            ctx,
+        let inner = Box::into_raw(Box::new(links));
+        let raw = HostLink {
+            ctx: inner.cast_const().cast::<c_void>(),
             // The caller's own declarations, pointers into its image.
             imports: descriptor.imports,
             call: link_call,
             services: descriptor.services,
             service_values,
-        });
+        };
+        // SAFETY: `inner` is the box just made; only its `raw` field is
+        // written, through the raw pointer `ctx` was derived from.
+        unsafe { (*std::ptr::addr_of_mut!((*inner).raw)).write(raw) };
+        // SAFETY: from `Box::into_raw`, never null.
+        let inner = unsafe { NonNull::new_unchecked(inner) };
         Ok(Some(Self { inner }))
+    }
+
+    fn links(&self) -> &Links {
+        // SAFETY: the box `resolve` made, alive until `self` drops.
+        unsafe { self.inner.as_ref() }
     }
 
     /// What the module is handed (the descriptor's `link` entry).
     pub(crate) fn raw(&self) -> *const HostLink {
         // Written in `resolve` before `Self` exists.
-        self.inner.raw.as_ptr()
+        self.links().raw.as_ptr()
     }
 
     /// The modules this version calls, `crate::module`.
     pub(crate) fn imports(&self) -> impl Iterator<Item = String> + '_ {
-        self.inner.views.iter().map(|view| view.target.name())
+        self.links().views.iter().map(|view| view.target.name())
     }
 
     /// Detaches every view from its callee, whose swaps then no longer
     /// check it (nor read the layouts in this version's image). Done before
     /// the library unloads; again on drop, which is harmless.
     pub(crate) fn detach(&self) {
-        self.inner.detach();
+        self.links().detach();
     }
 }
 

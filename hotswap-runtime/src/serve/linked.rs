@@ -29,12 +29,18 @@ impl<M: ModuleSpec> LinkTarget for Core<M> {
     }
 
     fn attach(&self, view: &Arc<View>) -> Result<(), Error> {
-        // A swap holds this from its check of the callers to its publish:
-        // what serves once it is released is what the view is checked on.
+        // Checked against what serves and what a swap under way is about to
+        // publish (it checked the callers attached before, under this
+        // lock): whichever serves at the first call fits.
         let mut importers = lock(&self.importers);
         view.check(pins::pin(&self.current).library().exports())?;
-        importers.retain(|attached| attached.upgrade().is_some_and(|view| view.is_attached()));
-        importers.push(Arc::downgrade(view));
+        if let Some(pending) = &importers.pending {
+            view.check(pending.library().exports())?;
+        }
+        importers
+            .views
+            .retain(|attached| attached.upgrade().is_some_and(|view| view.is_attached()));
+        importers.views.push(Arc::downgrade(view));
         Ok(())
     }
 

@@ -20,13 +20,35 @@ use crate::admit::integrity::{check_loadable, module_symbols};
 use crate::ffi::link::{Linker, ModuleId, View};
 use crate::ffi::loader::{Expected, Library, Linking, StatePtr, TornDown};
 use crate::ffi::module::ModuleSpec;
-use crate::ffi::reentry;
+use crate::ffi::reentry::{self, Frame, Holding, Inside};
 use crate::residency::FileId;
 use crate::serve::pin::PinCell;
 use crate::serve::pins;
 use crate::serve::retire::Retiring;
 use crate::admit::candidate::{Candidate, Identity};
 use crate::admit::trust::TrustPolicy;
+
+/// The callers of a module, as far as its swaps are concerned.
+pub(crate) struct Importers<M: ModuleSpec> {
+    /// How the loaded versions of other modules call this one: each swap
+    /// checks the new build against every view. Weak: a view belongs to
+    /// its caller's version (and holds this core).
+    pub views: Vec<std::sync::Weak<View>>,
+    /// The version a swap checked and is about to publish: a caller that
+    /// links meanwhile is checked against it too, so whichever version
+    /// serves when the caller first calls fits it.
+    pub pending: Option<Arc<Version<M>>>,
+}
+
+/// Clears [`Importers::pending`] when the swap that set it ends, published
+/// or not.
+pub(crate) struct Pending<'a, M: ModuleSpec>(&'a Mutex<Importers<M>>);
+
+impl<M: ModuleSpec> Drop for Pending<'_, M> {
+    fn drop(&mut self) {
+        lock(self.0).pending = None;
+    }
+}
 
 /// Versions a swap retired, to be dropped (and maybe unloaded) once no
 /// lock is held and the swap is reported.
@@ -130,12 +152,9 @@ pub(crate) struct Core<M: ModuleSpec> {
     swapping: Mutex<SwapRecord>,
     /// Identifies the module to the modules it calls.
     pub id: ModuleId,
-    /// How the loaded versions of other modules call this one: every swap
-    /// checks the new build against each. Held by a swap from that check
-    /// until the new version is published, so a caller that links
-    /// meanwhile is checked against the version that serves after. Weak:
-    /// a view belongs to its caller's version (and holds this core).
-    pub importers: Mutex<Vec<std::sync::Weak<View>>>,
+    /// How the loaded versions of other modules call this one, and the
+    /// version a swap is about to publish: see [`Importers`].
+    pub importers: Mutex<Importers<M>>,
     generation: AtomicU64,
     last_error: Arc<Mutex<Option<Error>>>,
     pub events: EventHub,
@@ -256,7 +275,10 @@ impl<M: ModuleSpec> Core<M> {
             state: RwLock::new(StateSlot { version, state }),
             swapping: Mutex::new(SwapRecord { refused: None }),
             id,
-            importers: Mutex::new(Vec::new()),
+            importers: Mutex::new(Importers {
+                views: Vec::new(),
+                pending: None,
+            }),
             generation: AtomicU64::new(0),
             last_error,
             events,
@@ -501,17 +523,22 @@ impl<M: ModuleSpec> Core<M> {
             &mut timings,
         )?;
         let next = Arc::new(next);
-        // Every loaded caller must fit the new build as it fits the old:
-        // held until the new version is published.
-        let importers = lock(&self.importers);
-        for view in importers.iter().filter_map(std::sync::Weak::upgrade) {
-            view.check(next.library().exports())?;
-        }
+        // Every loaded caller must fit the new build as it fits the old,
+        // and a caller that links from now until it is published is
+        // checked against it as well (`Importers::pending`). The lock is
+        // held for the check only: never across the critical section.
+        let _pending = self.pend(&next)?;
 
         // 2. Critical section: no stateful call runs until the slot is
         //    released, so no update falls between teardown and setup.
         let critical = Instant::now();
         let mut slot = self.state.write();
+        // Teardown and setup run module code, which can call the host
+        // (a service): a call back into this module from there is refused
+        // as re-entrant, as from inside any `&mut State` call, instead of
+        // waiting for the lock this thread holds.
+        let frame = Frame::new(std::ptr::from_ref(self).cast(), Holding::Exclusive);
+        let _inside = Inside::enter(&frame);
         let old = slot.version.clone();
         let has_state = match &slot.state {
             SlotState::Stateless => false,
@@ -567,7 +594,6 @@ impl<M: ModuleSpec> Core<M> {
                 let mut retired = self.current.replace(next);
                 self.generation.store(to, Ordering::Release);
                 drop(slot);
-                drop(importers);
                 retired.push(old);
                 // 4. Retire: `old` drops once the swap is reported; the
                 //    version unloads when its last guard and thread are gone
@@ -603,6 +629,17 @@ impl<M: ModuleSpec> Core<M> {
 }
 
 impl<M: ModuleSpec> Core<M> {
+    /// Checks `next` against every caller loaded now and makes it the
+    /// pending version until the returned guard drops.
+    fn pend(&self, next: &Arc<Version<M>>) -> Result<Pending<'_, M>, Error> {
+        let mut importers = lock(&self.importers);
+        for view in importers.views.iter().filter_map(std::sync::Weak::upgrade) {
+            view.check(next.library().exports())?;
+        }
+        importers.pending = Some(next.clone());
+        Ok(Pending(&self.importers))
+    }
+
     /// Sets `timings.total`, from the save when `build` is the output of
     /// the rebuild on save under way (and then its `debounce` and `build`),
     /// else from when `build` was noticed.
