@@ -13,6 +13,8 @@ use abi_stable::library::AbiHeader;
 use abi_stable::std_types::{RSlice, RStr, RString};
 use abi_stable::type_layout::TypeLayout;
 
+use crate::future::FfiFuture;
+
 /// First bytes of every module header.
 pub const MAGIC: [u8; 16] = *b"hotswap-module\0\0";
 
@@ -125,6 +127,18 @@ pub struct ThreadHooks {
         key: *mut u32,
         dtor: Option<unsafe extern "C" fn(*mut c_void)>,
     ) -> i32,
+    /// A future, made by the host's async runtime, that is ready `nanos`
+    /// nanoseconds from now (`hotswap_runtime::rt::sleep`).
+    pub sleep: unsafe extern "C" fn(ctx: *const c_void, nanos: u64) -> FfiFuture<()>,
+    /// Runs `task` on the host's async runtime as a task of this version
+    /// (`hotswap_runtime::rt::spawn`): cancelled when the version retires,
+    /// which is unloaded only once the task is gone. Returns whether it was
+    /// spawned; if not, `message` says why (and `task` was dropped).
+    pub spawn: unsafe extern "C" fn(
+        ctx: *const c_void,
+        task: FfiFuture<()>,
+        message: *mut RString,
+    ) -> bool,
 }
 
 /// A host-owned byte buffer the module's teardown writes the handoff into.

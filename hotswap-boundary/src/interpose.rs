@@ -41,6 +41,14 @@ pub unsafe extern "C" fn install(hooks: *const ThreadHooks) {
     HOOKS.store(hooks.cast_mut(), Ordering::Release);
 }
 
+/// The host's hooks, once installed.
+pub(crate) fn installed() -> Option<&'static ThreadHooks> {
+    let hooks = HOOKS.load(Ordering::Acquire);
+    // SAFETY: installed hooks stay valid while this library is mapped
+    // (`install`'s contract), and this code is in the library.
+    (!hooks.is_null()).then(|| unsafe { &*hooks })
+}
+
 /// `pthread_create`'s signature.
 pub type CreateFn = unsafe extern "C" fn(
     *mut c_void,

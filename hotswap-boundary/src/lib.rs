@@ -11,6 +11,8 @@
 //! - [`convert`]: how values cross, and what may cross as it is;
 //! - [`link`]: calls out of a module, into other hot modules and host
 //!   services;
+//! - [`future`]: the future an exported `async fn` returns across the
+//!   boundary, and [`rt`]: the host's async runtime from module code;
 //! - `interpose`: thread creation and thread-local destructors inside a
 //!   module image, routed to the host.
 //!
@@ -26,9 +28,11 @@
 pub mod abi;
 pub mod convert;
 pub mod export;
+pub mod future;
 #[doc(hidden)]
 pub mod interpose;
 pub mod link;
+pub mod rt;
 pub mod shim;
 
 /// What generated code uses, re-exported by `hotswap-runtime`.
@@ -54,5 +58,6 @@ pub mod __private {
         run_exclusive, run_shared, run_stateless, CallExclusive, CallShared, CallStateless, Export,
         Lifecycle, Uses,
     };
+    pub use crate::future::{AsyncReturn, FfiFuture};
     pub use crate::link::{call as link_call, Linkable};
 }

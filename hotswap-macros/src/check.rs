@@ -132,6 +132,12 @@ fn lifecycle(cx: &Ctxt, module: &Module) {
                 ),
             );
         }
+        if let Some(asyncness) = &function.sig.asyncness {
+            cx.error_spanned_by(
+                asyncness,
+                format!("`{}` cannot be `async`: it runs inside a swap's critical section, which must not wait; make it synchronous", function.sig.ident),
+            );
+        }
         signature_features(cx, function);
     }
     let Some(setup) = setup else {
@@ -216,12 +222,6 @@ fn lifecycle(cx: &Ctxt, module: &Module) {
 /// What an exported (or lifecycle) function cannot be.
 fn signature_features(cx: &Ctxt, function: &ItemFn) {
     let sig = &function.sig;
-    if let Some(asyncness) = &sig.asyncness {
-        cx.error_spanned_by(
-            asyncness,
-            "hot module functions cannot be `async`: a future would hold code of a version that may be unloaded; make it synchronous and let the host drive async work",
-        );
-    }
     if let Some(param) = sig
         .generics
         .params
@@ -247,6 +247,9 @@ fn signature_features(cx: &Ctxt, function: &ItemFn) {
 /// An exported function: its signature, and every type that crosses.
 fn exported(cx: &Ctxt, function: &Function) {
     signature_features(cx, function.item);
+    if function.is_async {
+        async_function(cx, function);
+    }
     let sig = &function.item.sig;
     let mut params = function.params.iter();
     for (index, input) in sig.inputs.iter().enumerate() {
@@ -297,5 +300,31 @@ fn uses(cx: &Ctxt, module: &Module) {
             );
         }
         services.push(key);
+    }
+}
+
+/// What an exported `async fn` cannot do: its future outlives the call
+/// that made it, so it can hold neither the state's lock nor a borrow of
+/// the caller's arguments.
+fn async_function(cx: &Ctxt, function: &Function) {
+    let sig = &function.item.sig;
+    if function.receiver != Receiver::None {
+        if let Some(FnArg::Typed(state)) = sig.inputs.first() {
+            cx.error_spanned_by(
+                &state.ty,
+                "an `async fn` cannot take the state: the state's lock would be held across every `.await`, blocking swaps and callers; read or change the state in a synchronous function the host calls before or after awaiting this one",
+            );
+        }
+    }
+    let skip = usize::from(function.receiver != Receiver::None);
+    for (param, input) in function.params.iter().zip(sig.inputs.iter().skip(skip)) {
+        if param.carried.borrows() {
+            if let FnArg::Typed(input) = input {
+                cx.error_spanned_by(
+                    &input.ty,
+                    format!("an `async fn`'s arguments must be owned: its future outlives the call, so it cannot hold the caller's borrow; take `{}` instead", param.carried.owned_hint()),
+                );
+            }
+        }
     }
 }

@@ -56,6 +56,11 @@
 //! - for other hot modules: `HotLink`, with the same methods, whose calls go
 //!   through the host to this module's serving version.
 //!
+//! An exported `pub async fn` returns a future that crosses the boundary
+//! (`hotswap_runtime::docs::asyncs`): its arguments must be owned and it
+//! cannot take the state (both refused with a message), and its future
+//! must be `Send`.
+//!
 //! # Arguments
 //!
 //! `#[hot_module(uses(path::to::module, ...), services(Type, ...))]` names
@@ -74,7 +79,7 @@
 //! unknown or repeated arguments, a module or service named twice;
 //! `static` and `static mut` items anywhere in the module (function bodies and
 //! nested modules included), `thread_local!` and `lazy_static!` (state must
-//! live in the state type so it survives a swap); generic, `async`, `unsafe`
+//! live in the state type so it survives a swap); generic, `unsafe`
 //! or `extern` exported functions; argument or return types that cannot cross
 //! (the message lists what can); and items whose names clash with generated
 //! ones. The UI tests in `tests/ui` show each message.

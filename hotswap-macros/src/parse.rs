@@ -66,6 +66,8 @@ pub(crate) struct Function<'a> {
     pub signature: String,
     /// Its doc comments, repeated on the host's accessor.
     pub docs: Vec<&'a syn::Attribute>,
+    /// Whether it is an `async fn`: it returns a future across the boundary.
+    pub is_async: bool,
 }
 
 pub(crate) struct Param {
@@ -286,7 +288,12 @@ fn exported<'a>(function: &'a ItemFn, state: Option<&str>) -> Function<'a> {
     let arrow = ret_type
         .map(|ty| format!(" -> {}", pretty(ty)))
         .unwrap_or_default();
-    let signature = format!("fn {}({}){arrow}", sig.ident, shown.join(", "));
+    let asyncness = if sig.asyncness.is_some() {
+        "async "
+    } else {
+        ""
+    };
+    let signature = format!("{asyncness}fn {}({}){arrow}", sig.ident, shown.join(", "));
     let docs = function
         .attrs
         .iter()
@@ -301,5 +308,6 @@ fn exported<'a>(function: &'a ItemFn, state: Option<&str>) -> Function<'a> {
         ret_type,
         signature,
         docs,
+        is_async: sig.asyncness.is_some(),
     }
 }

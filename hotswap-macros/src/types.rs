@@ -343,6 +343,27 @@ impl Carried {
     fn is_same(&self) -> bool {
         matches!(self, Self::Same { .. })
     }
+
+    /// Whether the value borrows from its caller (`&str`, `&[T]`, `&T`).
+    pub(crate) fn borrows(&self) -> bool {
+        match self {
+            Self::Str | Self::Slice(_) => true,
+            Self::Same { ty, .. } => matches!(ty, Type::Reference(_)),
+            Self::Vec(inner) | Self::Option(inner) => inner.borrows(),
+            Self::Result(ok, err) => ok.borrows() || err.borrows(),
+            Self::Tuple(elems) => elems.iter().any(Self::borrows),
+            Self::Char | Self::String | Self::Refused { .. } => false,
+        }
+    }
+
+    /// The owned type to take instead of a borrowed one, for messages.
+    pub(crate) fn owned_hint(&self) -> String {
+        match self {
+            Self::Str => "String".to_owned(),
+            Self::Slice(ty) => format!("Vec<{}>", crate::parse::pretty(ty)),
+            _ => "an owned value (`String`, `Vec<T>`, a `Copy` type)".to_owned(),
+        }
+    }
 }
 
 /// `StableAbi` assertions, each on the span of the type it checks.

@@ -263,6 +263,7 @@ pub mod __test_hooks {
     pub use crate::residency::{is_path_mapped, mapped_files, mapped_module_images, MappedFile};
 }
 pub use hotswap_boundary::link::{service, HostService, Service};
+pub use hotswap_boundary::rt;
 pub use hotswap_macros::hot_module;
 
 /// The README's Rust code blocks, compiled as doctests.
@@ -283,7 +284,7 @@ pub mod __private_0_1 {
     #[cfg(feature = "host")]
     pub use crate::ffi::module::{FnSpec, ModuleSpec, Resolved, Sealed, Shim};
     #[cfg(feature = "host")]
-    pub use crate::hot::{Hot, HotModule, Pinned};
+    pub use crate::hot::{AsyncCall, Hot, HotModule, Pinned};
 
     /// The host side of a module (`Hot`, its guard and table), which a
     /// module's own `cdylib` build leaves out: without the `host` feature

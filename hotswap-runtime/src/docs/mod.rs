@@ -7,6 +7,8 @@
 //!   must not do.
 //! - [`linking`]: modules that call other hot modules and services of the
 //!   host: declaring, checking, calling; cycles and re-entrancy.
+//! - [`asyncs`]: `async fn` in hot modules: the host's runtime, versions
+//!   during a swap, what is refused.
 //! - [`security`]: trust: file permissions, pinned digests, signatures,
 //!   the libraries a module needs, loading from memory.
 //! - [`cli`]: the `hotswap` command-line tool (`inspect`, `check`,
@@ -25,6 +27,9 @@ pub mod swap {}
 
 #[doc = include_str!("boundary.md")]
 pub mod boundary {}
+
+#[doc = include_str!("asyncs.md")]
+pub mod asyncs {}
 
 #[doc = include_str!("linking.md")]
 pub mod linking {}

@@ -11,6 +11,7 @@
 pub(crate) mod in_process; // what ld.so already has loaded (RTLD_NOLOAD, dlinfo)
 pub(crate) mod module; //     what the host was compiled against, typed shims
 pub(crate) mod threads; //    a version's threads and thread-local destructors
+pub(crate) mod tasks; //      a version's timers and tasks on the host's async runtime
 pub(crate) mod link; //       calls out of a module: other modules, host services
 pub(crate) mod loader; //     memfd, dlopen, header and layout checks, calls, dlclose
 pub(crate) mod reentry; //    which module state this thread is inside a call of

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::abi::ThreadHooks;
+use crate::ffi::tasks::{sleep_hook, spawn_hook, Tasks};
 use hotswap_boundary::interpose::glibc_pthread_create;
 
 /// The threads and thread-local destructors of one loaded version.
@@ -38,6 +39,8 @@ pub(crate) struct Tracker {
     keys: Mutex<Vec<(u32, Option<usize>)>>,
     /// What the version's code calls; `ctx` points at this tracker.
     hooks: ThreadHooks,
+    /// The tasks it spawned on the host's async runtime.
+    tasks: Tasks,
 }
 
 impl Tracker {
@@ -54,7 +57,10 @@ impl Tracker {
                 create: create_hook,
                 thread_atexit: thread_atexit_hook,
                 key_create: key_create_hook,
+                sleep: sleep_hook,
+                spawn: spawn_hook,
             },
+            tasks: Tasks::default(),
         })
     }
 
@@ -70,6 +76,22 @@ impl Tracker {
         self.live.load(Ordering::Acquire)
     }
 
+    /// Threads and async tasks of the version that can still run its code:
+    /// the version unloads once this is zero.
+    pub(crate) fn busy(&self) -> usize {
+        self.live_threads() + self.tasks.live()
+    }
+
+    /// The async tasks the version spawned.
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Whether the version was retired.
+    pub(crate) fn is_retired_now(&self) -> bool {
+        self.is_retired()
+    }
+
     /// From now on no destructor of the version runs; waits for one that is
     /// running. Deletes the thread-specific keys it created, so glibc never
     /// calls their destructors. Call before unloading.
@@ -78,6 +100,8 @@ impl Tracker {
             let _gate = lock(&self.gate);
             self.retired.store(true, Ordering::Release);
         }
+        // Its tasks are dropped where they wait; it unloads once they are.
+        self.tasks.cancel();
         for (key, slot) in lock(&self.keys).drain(..) {
             // SAFETY: a key this version created and nobody deletes but
             // here; deleting it runs nothing and leaves the values, which

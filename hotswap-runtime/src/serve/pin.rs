@@ -360,6 +360,21 @@ unsafe impl<T: Send + Sync> Send for Pin<'_, T> {}
 // SAFETY: as above.
 unsafe impl<T: Send + Sync> Sync for Pin<'_, T> {}
 
+impl<T> Pin<'_, T> {
+    /// A strong reference to the pinned value, which may outlive the pin
+    /// (an async call holds its version this way across `.await`s).
+    pub(crate) fn to_arc(&self) -> Arc<T> {
+        let pointer = self.pointer.as_ptr();
+        // SAFETY: every value of a cell comes from `Arc::into_raw` (`new`,
+        // `replace`), and this pin keeps it alive, so its strong count is
+        // at least one while the count is raised.
+        unsafe {
+            Arc::increment_strong_count(pointer);
+            Arc::from_raw(pointer)
+        }
+    }
+}
+
 impl<T> std::ops::Deref for Pin<'_, T> {
     type Target = T;
 

@@ -35,10 +35,14 @@ pub(crate) struct Retiring {
 }
 
 impl Retiring {
-    /// Unloads the version now if none of its threads runs, otherwise
-    /// leaves it to the reaper thread, which unloads it once they finish.
+    /// Unloads the version now if none of its threads or tasks runs,
+    /// otherwise leaves it to the reaper thread, which unloads it once they
+    /// finish.
     pub(crate) fn retire(self) {
-        if self.tracker.live_threads() == 0 {
+        // Its async tasks are cancelled now; their futures are dropped on
+        // the runtime's threads, and it unloads once they are.
+        self.tracker.tasks().cancel();
+        if self.tracker.busy() == 0 {
             self.unload();
         } else {
             Reaper::get().adopt(self);
@@ -157,7 +161,7 @@ impl Reaper {
             }
             let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *lingering)
                 .into_iter()
-                .partition(|entry| entry.retiring.tracker.live_threads() == 0);
+                .partition(|entry| entry.retiring.tracker.busy() == 0);
             *lingering = waiting;
             for entry in &mut *lingering {
                 if !entry.reported && entry.since.elapsed() >= THREAD_GRACE {

@@ -1,0 +1,136 @@
+//! The host side of `hotswap_runtime::rt`: a module's timers and tasks on
+//! the host's async runtime (tokio, feature `tokio`).
+//!
+//! Module code cannot use its own copy of tokio (no runtime is ever entered
+//! in its image), so its [`sleep`](hotswap_boundary::rt::sleep) and
+//! [`spawn`](hotswap_boundary::rt::spawn) come here, through the version's
+//! hooks. The timer is made and polled in host code, inside the host's
+//! runtime; the task runs on it as a task of the version ([`Tasks`]):
+//! counted, cancelled when the version retires, and the version unloads
+//! only once its tasks are gone (its futures' drops are module code).
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+#[cfg(feature = "tokio")]
+use std::sync::Mutex;
+
+use abi_stable::std_types::RString;
+use hotswap_boundary::future::FfiFuture;
+
+use crate::ffi::threads::Tracker;
+
+/// The tasks one version spawned.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    /// Tasks not yet dropped: shared with each task, which counts itself
+    /// out once its future (module code) has been dropped.
+    live: Arc<AtomicUsize>,
+    /// How to cancel the ones still running.
+    #[cfg(feature = "tokio")]
+    aborts: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// Counts a task out when dropped, after the future it follows in its
+/// task (fields drop in order).
+#[cfg(feature = "tokio")]
+struct LiveTask(Arc<AtomicUsize>);
+
+#[cfg(feature = "tokio")]
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Tasks {
+    /// Tasks whose future has not been dropped yet.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Cancels every task still running: each is dropped where it last
+    /// waited, on the runtime's threads, and counted out then.
+    pub(crate) fn cancel(&self) {
+        #[cfg(feature = "tokio")]
+        for abort in lock(&self.aborts).drain(..) {
+            abort.abort();
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn spawn(&self, retired: bool, task: FfiFuture<()>) -> Result<(), String> {
+        if retired {
+            return Err("its version was retired".to_owned());
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+            format!("it was not called inside the host's tokio runtime ({error})")
+        })?;
+        self.live.fetch_add(1, Ordering::AcqRel);
+        let counted = LiveTask(self.live.clone());
+        let handle = runtime.spawn(async move {
+            // Dropped here, before `counted`: the count reaches zero only
+            // once the module's future is gone.
+            task.await;
+            drop(counted);
+        });
+        let mut aborts = lock(&self.aborts);
+        aborts.retain(|abort| !abort.is_finished());
+        aborts.push(handle.abort_handle());
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    fn spawn(&self, _retired: bool, task: FfiFuture<()>) -> Result<(), String> {
+        drop(task);
+        Err("the host was built without an async runtime (feature `tokio` of hotswap-runtime)".to_owned())
+    }
+}
+
+/// `ThreadHooks::sleep`: a timer of the host's runtime, made at its first
+/// poll (in host code, on the runtime's thread).
+pub(crate) unsafe extern "C" fn sleep_hook(_ctx: *const c_void, nanos: u64) -> FfiFuture<()> {
+    let duration = std::time::Duration::from_nanos(nanos);
+    FfiFuture::new(async move {
+        #[cfg(feature = "tokio")]
+        tokio::time::sleep(duration).await;
+        #[cfg(not(feature = "tokio"))]
+        panic!(
+            "hotswap: rt::sleep({duration:?}): the host was built without an async runtime (feature `tokio` of hotswap-runtime)"
+        );
+    })
+}
+
+/// `ThreadHooks::spawn`: runs `task` as a task of the version whose
+/// tracker `ctx` is. Never unwinds into the module.
+pub(crate) unsafe extern "C" fn spawn_hook(
+    ctx: *const c_void,
+    task: FfiFuture<()>,
+    message: *mut RString,
+) -> bool {
+    // SAFETY: `ctx` is the tracker the hooks live in, alive as long as the
+    // version's library is mapped (see `Tracker::hooks`).
+    let tracker = unsafe { &*ctx.cast::<Tracker>() };
+    let spawned = catch_unwind(AssertUnwindSafe(|| tracker.spawn(task)))
+        .unwrap_or_else(|_| Err("the host panicked spawning it".to_owned()));
+    match spawned {
+        Ok(()) => true,
+        Err(why) => {
+            // SAFETY: the module passes a writable message slot.
+            unsafe { message.write(RString::from(why)) };
+            false
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Tracker {
+    fn spawn(&self, task: FfiFuture<()>) -> Result<(), String> {
+        self.tasks().spawn(self.is_retired_now(), task)
+    }
+}
