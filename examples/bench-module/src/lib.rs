@@ -26,6 +26,11 @@ pub mod bench {
         a.wrapping_add(b)
     }
 
+    /// `add` as an `async fn`: what awaiting a module's future costs.
+    pub async fn add_async(a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+
     pub fn bump(state: &mut State) -> u64 {
         state.counter += 1;
         state.counter

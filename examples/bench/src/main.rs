@@ -108,6 +108,38 @@ fn get_and_bump(hot: &Hot) -> u64 {
     hot.get().bump()
 }
 
+/// The host's own `async fn` doing what `add_async` does: the baseline an
+/// async call through the boundary is measured against.
+#[inline(never)]
+async fn add_direct(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+
+/// Nanoseconds per call of `calls` awaited calls of `body`, for each of
+/// [`ROUNDS`] rounds, on a current-thread tokio runtime.
+fn async_per_call<F: std::future::Future<Output = u64>>(
+    calls: u64,
+    mut body: impl FnMut(u64) -> F,
+) -> Figure {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    Figure::of(runtime.block_on(async {
+        let mut rounds = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            let mut acc = 0;
+            for _ in 0..calls {
+                acc = body(black_box(acc)).await;
+            }
+            black_box(acc);
+            rounds.push(started.elapsed().as_nanos() as f64 / calls as f64);
+        }
+        rounds
+    }))
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -181,6 +213,8 @@ fn main() {
     let held_stateful_ns = per_call(CALLS, |acc| acc ^ guard.bump());
     drop(guard);
     let stateful_ns = per_call(CALLS, |acc| acc ^ get_and_bump(&hot));
+    let direct_async_ns = async_per_call(CALLS / 10, |acc| add_direct(acc, 1));
+    let async_ns = async_per_call(CALLS / 10, |acc| hot.get().add_async(acc, 1));
 
     // One module calling another: `relay` calls `bench` through its link,
     // both opened in one registry.
@@ -212,6 +246,8 @@ fn main() {
     row("hot-lib-reloader 0.8, 2 threads (per call)", hlr_2t);
     row("hotswap, held guard, stateful call", held_stateful_ns);
     row("hotswap, get() + stateful call", stateful_ns);
+    row("direct .await of a host async fn", direct_async_ns);
+    row("hotswap, get() + async fn call .await", async_ns);
     row("relay: get() + call, add in relay", here_ns);
     row("relay: get() + call, add through a HotLink", linked_ns);
     row(
@@ -370,6 +406,10 @@ fn main() {
         "get()+call / one atomic RMW",
         get_ns.median / rmw.median,
         "no RMW in get()",
+    );
+    println!(
+        "  an async call adds (hotswap - direct .await) {:>7.2} ns  (lease, FFI future, waker crossing)",
+        async_ns.median - direct_async_ns.median
     );
     println!(
         "  a HotLink call adds (linked - here)        {:>7.2} ns  (stateless; one module calling another)",
