@@ -10,7 +10,7 @@ use std::any::TypeId;
 use std::ffi::c_void;
 
 use abi_stable::library::AbiHeader;
-use abi_stable::std_types::{RSlice, RStr, RString};
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use abi_stable::type_layout::TypeLayout;
 
 use crate::future::FfiFuture;
@@ -139,7 +139,42 @@ pub struct ThreadHooks {
         task: FfiFuture<()>,
         message: *mut RString,
     ) -> bool,
+    /// Connects a TCP stream of the host's runtime to `address` (copied
+    /// during the call): a handle for the functions below, or why not.
+    pub tcp_connect: unsafe extern "C" fn(
+        ctx: *const c_void,
+        address: RStr<'_>,
+    ) -> FfiFuture<RResult<TcpHandle, RString>>,
+    /// Reads up to `max` bytes (none at the end of the stream).
+    pub tcp_read: unsafe extern "C" fn(
+        stream: TcpHandle,
+        max: usize,
+    ) -> FfiFuture<RResult<RVec<u8>, RString>>,
+    /// Writes all of `data` (copied during the call).
+    pub tcp_write: unsafe extern "C" fn(
+        stream: TcpHandle,
+        data: RSlice<'_, u8>,
+    ) -> FfiFuture<RResult<(), RString>>,
+    /// Closes the stream: the handle is not used again.
+    pub tcp_close: unsafe extern "C" fn(stream: TcpHandle),
 }
+
+/// A TCP stream of the host's runtime, owned by the module code that
+/// connected it (`hotswap_runtime::rt::TcpStream`).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct TcpHandle(pub *const c_void);
+
+// SAFETY: a handle to the host's stream, which is `Send + Sync` (locked
+// per operation).
+unsafe impl Send for TcpHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TcpHandle {}
+
+// SAFETY: never written once installed; `ctx` points at the host's
+// tracker, which is `Sync`, and the functions may be called from any
+// thread.
+unsafe impl Sync for ThreadHooks {}
 
 /// A host-owned byte buffer the module's teardown writes the handoff into.
 #[repr(C)]

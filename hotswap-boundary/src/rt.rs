@@ -1,4 +1,4 @@
-//! The host's async runtime, from module code: timers and tasks.
+//! The host's async runtime, from module code: timers, tasks and TCP.
 //!
 //! A module library has its own copy of every crate it links, tokio
 //! included, with its own thread-local runtime context, which no host
@@ -81,4 +81,63 @@ pub fn yield_now() -> impl Future<Output = ()> + Send {
         }
     }
     YieldNow(false)
+}
+
+/// A TCP connection of the host's runtime, for module code: tokio's own
+/// `TcpStream` needs a reactor, which a module's copy of tokio never has.
+///
+/// Each read and write is a future of the host's runtime; the data is
+/// copied across, so nothing the host keeps points into the module.
+/// Dropping the stream closes it.
+pub struct TcpStream {
+    handle: crate::abi::TcpHandle,
+    hooks: &'static crate::abi::ThreadHooks,
+}
+
+// SAFETY: the handle is the host's `Send + Sync` stream (locked per
+// operation), usable from any thread.
+unsafe impl Send for TcpStream {}
+// SAFETY: as above.
+unsafe impl Sync for TcpStream {}
+
+fn io_error(message: RString) -> std::io::Error {
+    std::io::Error::other(message.into_string())
+}
+
+impl TcpStream {
+    /// Connects to `address` (`host:port`).
+    pub async fn connect(address: &str) -> std::io::Result<Self> {
+        let Some(hooks) = interpose::installed() else {
+            not_loaded();
+        };
+        // SAFETY: the host's hook with its own context; it copies
+        // `address` before returning.
+        let connecting = unsafe { (hooks.tcp_connect)(hooks.ctx, address.into()) };
+        let handle = connecting.await.into_result().map_err(io_error)?;
+        Ok(Self { handle, hooks })
+    }
+
+    /// Reads up to `max` bytes; an empty vector at the end of the stream.
+    pub async fn read(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
+        // SAFETY: a live handle of this stream (`&mut self`: one operation
+        // at a time).
+        let reading = unsafe { (self.hooks.tcp_read)(self.handle, max) };
+        let data = reading.await.into_result().map_err(io_error)?;
+        // Copied out while the host's vector is at hand.
+        Ok(data.as_slice().to_vec())
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        // SAFETY: as in `read`; the host copies `data` before returning.
+        let writing = unsafe { (self.hooks.tcp_write)(self.handle, data.into()) };
+        writing.await.into_result().map_err(io_error)
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // SAFETY: the handle, closed once.
+        unsafe { (self.hooks.tcp_close)(self.handle) }
+    }
 }

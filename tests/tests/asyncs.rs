@@ -36,7 +36,7 @@ fn v2() -> &'static Path {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .enable_time()
+        .enable_all()
         .build()
         .expect("a tokio runtime")
 }
@@ -79,6 +79,38 @@ fn async_functions_run_on_the_hosts_runtime() {
     });
     // The module and its state stay usable.
     assert_eq!(hot.get().count(), 1);
+}
+
+#[test]
+fn module_code_does_tcp_io_on_the_hosts_runtime() {
+    let stage = Stage::with_file(v1());
+    let hot = open(&stage);
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A peer that answers one request in upper case, then closes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 64];
+            let read = socket.read(&mut request).await.unwrap();
+            let reply = String::from_utf8_lossy(&request[..read]).to_uppercase();
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let reply = hot
+            .get()
+            .exchange(address.clone(), "ping from v1".to_owned())
+            .await;
+        assert_eq!(reply, Ok("PING FROM V1".to_owned()));
+        peer.await.unwrap();
+        // The peer is gone: the module gets the host's error as a value.
+        let refused = hot
+            .get()
+            .exchange(address.clone(), "again".to_owned())
+            .await;
+        let error = refused.expect_err("nobody listens any more");
+        assert!(error.contains(&format!("connect to {address}")), "{error}");
+    });
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The host side of `hotswap_runtime::rt`: a module's timers and tasks on
-//! the host's async runtime (tokio, feature `tokio`).
+//! The host side of `hotswap_runtime::rt`: a module's timers, tasks and
+//! TCP streams on the host's async runtime (tokio, feature `tokio`).
 //!
 //! Module code cannot use its own copy of tokio (no runtime is ever entered
 //! in its image), so its [`sleep`](hotswap_boundary::rt::sleep) and
@@ -16,7 +16,8 @@ use std::sync::Arc;
 #[cfg(feature = "tokio")]
 use std::sync::Mutex;
 
-use abi_stable::std_types::RString;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use hotswap_boundary::abi::TcpHandle;
 use hotswap_boundary::future::FfiFuture;
 
 use crate::ffi::threads::Tracker;
@@ -84,7 +85,7 @@ impl Tasks {
     #[cfg(not(feature = "tokio"))]
     fn spawn(&self, _retired: bool, task: FfiFuture<()>) -> Result<(), String> {
         drop(task);
-        Err("the host was built without an async runtime (feature `tokio` of hotswap-runtime)".to_owned())
+        Err(NO_RUNTIME.to_owned())
     }
 }
 
@@ -96,9 +97,7 @@ pub(crate) unsafe extern "C" fn sleep_hook(_ctx: *const c_void, nanos: u64) -> F
         #[cfg(feature = "tokio")]
         tokio::time::sleep(duration).await;
         #[cfg(not(feature = "tokio"))]
-        panic!(
-            "hotswap: rt::sleep({duration:?}): the host was built without an async runtime (feature `tokio` of hotswap-runtime)"
-        );
+        panic!("hotswap: rt::sleep({duration:?}): {NO_RUNTIME}");
     })
 }
 
@@ -133,4 +132,111 @@ impl Tracker {
     fn spawn(&self, task: FfiFuture<()>) -> Result<(), String> {
         self.tasks().spawn(self.is_retired_now(), task)
     }
+}
+
+/// A module's TCP stream: the host's, locked per operation (a module may
+/// read and write from two tasks at once).
+#[cfg(feature = "tokio")]
+type Stream = Arc<tokio::sync::Mutex<tokio::net::TcpStream>>;
+
+/// Why a module's async runtime call fails in a host built without one.
+#[cfg(not(feature = "tokio"))]
+const NO_RUNTIME: &str =
+    "the host was built without an async runtime (feature `tokio` of hotswap-runtime)";
+
+/// `ThreadHooks::tcp_connect`: connects on the host's runtime (at the
+/// future's first poll, in host code).
+pub(crate) unsafe extern "C" fn tcp_connect_hook(
+    _ctx: *const c_void,
+    address: RStr<'_>,
+) -> FfiFuture<RResult<TcpHandle, RString>> {
+    let address = address.as_str().to_owned();
+    FfiFuture::new(async move {
+        #[cfg(feature = "tokio")]
+        {
+            match tokio::net::TcpStream::connect(&address).await {
+                Ok(stream) => {
+                    let stream: Stream = Arc::new(tokio::sync::Mutex::new(stream));
+                    RResult::ROk(TcpHandle(Box::into_raw(Box::new(stream)).cast_const().cast()))
+                }
+                Err(error) => RResult::RErr(RString::from(format!("connect to {address}: {error}"))),
+            }
+        }
+        #[cfg(not(feature = "tokio"))]
+        RResult::RErr(RString::from(format!("connect to {address}: {NO_RUNTIME}")))
+    })
+}
+
+/// The stream behind a handle, for one more operation.
+///
+/// # Safety
+/// `handle` came from `tcp_connect_hook` and was not closed.
+#[cfg(feature = "tokio")]
+unsafe fn stream(handle: TcpHandle) -> Stream {
+    // SAFETY: the caller's contract: a live `Box<Stream>`.
+    unsafe { (*handle.0.cast::<Stream>()).clone() }
+}
+
+/// `ThreadHooks::tcp_read`.
+pub(crate) unsafe extern "C" fn tcp_read_hook(
+    handle: TcpHandle,
+    max: usize,
+) -> FfiFuture<RResult<RVec<u8>, RString>> {
+    #[cfg(feature = "tokio")]
+    {
+        use tokio::io::AsyncReadExt;
+        // SAFETY: the module passes the live handle of its stream.
+        let stream = unsafe { stream(handle) };
+        FfiFuture::new(async move {
+            let mut data = vec![0; max];
+            match stream.lock().await.read(&mut data).await {
+                Ok(read) => {
+                    data.truncate(read);
+                    RResult::ROk(RVec::from(data))
+                }
+                Err(error) => RResult::RErr(RString::from(format!("read: {error}"))),
+            }
+        })
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        let _ = (handle, max);
+        FfiFuture::new(async { RResult::RErr(RString::from(NO_RUNTIME)) })
+    }
+}
+
+/// `ThreadHooks::tcp_write`.
+pub(crate) unsafe extern "C" fn tcp_write_hook(
+    handle: TcpHandle,
+    data: RSlice<'_, u8>,
+) -> FfiFuture<RResult<(), RString>> {
+    // Copied now: the host keeps nothing of the module's.
+    let data = data.as_slice().to_vec();
+    #[cfg(feature = "tokio")]
+    {
+        use tokio::io::AsyncWriteExt;
+        // SAFETY: the module passes the live handle of its stream.
+        let stream = unsafe { stream(handle) };
+        FfiFuture::new(async move {
+            match stream.lock().await.write_all(&data).await {
+                Ok(()) => RResult::ROk(()),
+                Err(error) => RResult::RErr(RString::from(format!("write: {error}"))),
+            }
+        })
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        let _ = (handle, data);
+        FfiFuture::new(async { RResult::RErr(RString::from(NO_RUNTIME)) })
+    }
+}
+
+/// `ThreadHooks::tcp_close`: drops the module's reference; the stream
+/// closes once no read or write of it is in flight.
+pub(crate) unsafe extern "C" fn tcp_close_hook(handle: TcpHandle) {
+    #[cfg(feature = "tokio")]
+    // SAFETY: the module closes each handle once, after its last use.
+    drop(unsafe { Box::from_raw(handle.0.cast_mut().cast::<Stream>()) });
+    #[cfg(not(feature = "tokio"))]
+    let _ = handle;
 }

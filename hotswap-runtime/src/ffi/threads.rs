@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::abi::ThreadHooks;
-use crate::ffi::tasks::{sleep_hook, spawn_hook, Tasks};
+use crate::ffi::tasks::{
+    sleep_hook, spawn_hook, tcp_close_hook, tcp_connect_hook, tcp_read_hook, tcp_write_hook,
+    Tasks,
+};
 use hotswap_boundary::interpose::glibc_pthread_create;
 
 /// The threads and thread-local destructors of one loaded version.
@@ -59,6 +62,10 @@ impl Tracker {
                 key_create: key_create_hook,
                 sleep: sleep_hook,
                 spawn: spawn_hook,
+                tcp_connect: tcp_connect_hook,
+                tcp_read: tcp_read_hook,
+                tcp_write: tcp_write_hook,
+                tcp_close: tcp_close_hook,
             },
             tasks: Tasks::default(),
         })
