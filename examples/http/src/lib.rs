@@ -71,7 +71,11 @@ async fn respond(
     let path = request.uri().path().to_owned();
     let answered = CatchUnwind(Box::pin(async move {
         let number = hot.get().record();
-        hot.get().handle(path, number).await
+        // The guard is let go before the await (the call holds its version
+        // by itself): a guard kept across an await keeps a pin slot of the
+        // thread that took it.
+        let call = hot.get().handle(path, number);
+        call.await
     }))
     .await;
     // A handler's panic comes back as a panic here: a 500, and the module
