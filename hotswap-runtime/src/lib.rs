@@ -112,7 +112,7 @@
 //! through [`service`]; the registry resolves both when each version loads,
 //! with the same layout checks as the host's calls, and checks every swap of
 //! a callee against the callers loaded at the time. Each call reaches the
-//! callee's serving version. See [`docs::linking`](crate::docs::linking).
+//! callee's serving version. See [`docs::linking`].
 //!
 //! # State handoff
 //!
