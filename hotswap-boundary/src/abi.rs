@@ -159,6 +159,28 @@ pub struct ThreadHooks {
     pub tcp_close: unsafe extern "C" fn(stream: TcpHandle),
 }
 
+/// A hold on a version of another module, from the host: released once,
+/// with `release(version)`, in host code.
+#[repr(C)]
+pub struct Lease {
+    /// Opaque to the module.
+    pub version: *const c_void,
+    /// Lets the version go (it may unload then).
+    pub release: unsafe extern "C" fn(version: *const c_void),
+}
+
+// SAFETY: the host's hold on a version, which any thread may release.
+unsafe impl Send for Lease {}
+// SAFETY: as above; nothing is done through a shared reference.
+unsafe impl Sync for Lease {}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // SAFETY: the host's function for its own lease, called once.
+        unsafe { (self.release)(self.version) }
+    }
+}
+
 /// A TCP stream of the host's runtime, owned by the module code that
 /// connected it (`hotswap_runtime::rt::TcpStream`).
 #[repr(transparent)]
@@ -363,6 +385,20 @@ pub struct HostLink {
         function: usize,
         env: *mut c_void,
         thunk: Thunk,
+        message: *mut RString,
+    ) -> u8,
+    /// `call` for an `async fn`: the thunk gets the shim of the callee's
+    /// serving version (state null) and makes its future; the host writes a
+    /// [`Lease`] on that version to `lease`, which keeps it loaded until
+    /// released (after the future is dropped). On failure nothing is
+    /// written but the message.
+    pub call_async: unsafe extern "C" fn(
+        ctx: *const c_void,
+        import: usize,
+        function: usize,
+        env: *mut c_void,
+        thunk: Thunk,
+        lease: *mut Lease,
         message: *mut RString,
     ) -> u8,
     /// The module's own `services`, in the same order.

@@ -306,6 +306,60 @@ impl<T> Drop for FfiFuture<T> {
     }
 }
 
+/// An `async fn` call in flight: the callee's future and a hold `L` on the
+/// version it runs on, kept until the future completes or is dropped (the
+/// host's async methods hold an `Arc` of the version, a module's
+/// `HotLink` a host [`Lease`](crate::abi::Lease)).
+///
+/// Polled, it polls the callee's future (a panic in it is resumed here,
+/// with the callee's message); ready, it converts the output with `C`
+/// while the version is still held, and drops the callee's future.
+/// Dropped before that (cancelled), it drops the callee's future, then
+/// lets the version go.
+pub struct LeasedCall<T, C, L> {
+    // First: the callee's future drops before its version may unload.
+    future: Option<FfiFuture<T>>,
+    convert: Option<C>,
+    _lease: L,
+}
+
+impl<T, C, L> LeasedCall<T, C, L> {
+    /// `future`, made by the version `lease` holds.
+    pub fn new(future: FfiFuture<T>, convert: C, lease: L) -> Self {
+        Self {
+            future: Some(future),
+            convert: Some(convert),
+            _lease: lease,
+        }
+    }
+}
+
+impl<T, R, C: FnOnce(T) -> R + Unpin, L: Unpin> Future for LeasedCall<T, C, L> {
+    type Output = R;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let this = self.get_mut();
+        let future = this
+            .future
+            .as_mut()
+            .expect("an async call polled after it completed");
+        let outcome = match future.poll_ffi(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        let outcome = outcome.map(|value| {
+            let convert = this.convert.take().expect("converted once");
+            convert(value)
+        });
+        // The callee's future is done: dropped now, while it is held.
+        this.future = None;
+        match outcome {
+            Ok(value) => Poll::Ready(value),
+            Err(message) => std::panic::panic_any(message),
+        }
+    }
+}
+
 /// The marker an `async fn`'s layout starts with: a host compiled for an
 /// `async fn` never calls a function that returns its value directly, nor
 /// the other way round.

@@ -59,5 +59,5 @@ pub mod __private {
         Lifecycle, Uses,
     };
     pub use crate::future::{AsyncReturn, FfiFuture};
-    pub use crate::link::{call as link_call, Linkable};
+    pub use crate::link::{call as link_call, call_async as link_call_async, Linkable};
 }

@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use abi_stable::std_types::RString;
 use abi_stable::StableAbi;
 
-use crate::abi::{HostLink, ModuleDescriptor, PanicMessage, Thunk, STATUS_OK};
+use crate::abi::{HostLink, Lease, ModuleDescriptor, PanicMessage, Thunk, STATUS_OK};
 use crate::export::Export;
+use crate::future::{FfiFuture, LeasedCall};
 use crate::shim::ShimFn;
 
 /// The host's link, once installed; null in the host binary itself and in
@@ -115,14 +116,7 @@ pub fn call<E: Export, R>(
     args: E::Args<'_>,
     convert: impl FnOnce(E::Ret) -> R,
 ) -> R {
-    let link = link();
-    let Some(import) = link
-        .imports
-        .iter()
-        .position(|declared| ptr::eq(*declared, callee))
-    else {
-        undeclared(callee, E::NAME);
-    };
+    let (link, import) = import_of(callee, E::NAME);
     let run = move |shim: *const c_void, state: *mut c_void| -> Result<R, String> {
         // SAFETY: the host hands over the entry point of this very
         // function (`index` in the descriptor this image was compiled
@@ -175,6 +169,97 @@ pub fn call<E: Export, R>(
         Some(Ok(Ok(value))) => value,
         // The callee panicked: resumed here, with its message, as a panic
         // of this module (which its own boundary catches in turn).
+        Some(Ok(Err(message))) => std::panic::panic_any(message),
+        Some(Err(payload)) => resume_unwind(payload),
+        None => panic!("hotswap: the host did not run the call of `{}`", E::NAME),
+    }
+}
+
+/// This image's link, and the index of `callee` among its imports.
+fn import_of(callee: &'static ModuleDescriptor, function: &str) -> (&'static HostLink, usize) {
+    let link = link();
+    match link
+        .imports
+        .iter()
+        .position(|declared| ptr::eq(*declared, callee))
+    {
+        Some(import) => (link, import),
+        None => undeclared(callee, function),
+    }
+}
+
+/// Calls `async fn` number `index` of the module described by `callee` on
+/// its serving version: the returned future holds that version (a lease
+/// from the host) until it completes or is dropped, and converts the
+/// output with `convert` while it is held. `HotLink`'s async methods are
+/// this.
+///
+/// # Panics
+/// As [`call`], when the call cannot be made; when awaited, if the
+/// callee's future panics.
+pub fn call_async<E, T, R, C>(
+    callee: &'static ModuleDescriptor,
+    index: usize,
+    args: E::Args<'_>,
+    convert: C,
+) -> LeasedCall<T, C, Lease>
+where
+    E: Export<Ret = FfiFuture<T>>,
+    C: FnOnce(T) -> R,
+{
+    let (link, import) = import_of(callee, E::NAME);
+    let run = move |shim: *const c_void, state: *mut c_void| -> Result<FfiFuture<T>, String> {
+        // SAFETY: as in `call`: the entry point of this very function on
+        // a version whose layouts the host checked against this image's.
+        let shim: E::Fn<'_> = unsafe { std::mem::transmute_copy(&shim) };
+        let mut message = PanicMessage::uninit();
+        // SAFETY: the version is pinned for the length of the host's call,
+        // which this runs inside; an `async fn` takes no state.
+        let returned = unsafe { shim.call(state, &mut message, args) };
+        if returned.panicked {
+            // SAFETY: `panicked` means the shim wrote the message.
+            Err(unsafe { message.assume_init() }.into_string())
+        } else {
+            // SAFETY: no panic means the shim returned a value.
+            Ok(unsafe { returned.value.assume_init() })
+        }
+    };
+    let mut env = Env {
+        run: Some(run),
+        outcome: None,
+    };
+    let thunk = thunk_for(&env);
+    let mut lease = MaybeUninit::<Lease>::uninit();
+    let mut message = MaybeUninit::<RString>::uninit();
+    // SAFETY: as in `call`; `lease` is writable.
+    let status = unsafe {
+        (link.call_async)(
+            link.ctx,
+            import,
+            index,
+            (&raw mut env).cast(),
+            thunk,
+            lease.as_mut_ptr(),
+            message.as_mut_ptr(),
+        )
+    };
+    if status != STATUS_OK {
+        // SAFETY: a failed status means the host wrote the message (and
+        // no lease).
+        let message = unsafe { message.assume_init() };
+        panic!(
+            "hotswap: cannot call `{}` of `{}::{}`: {}",
+            E::NAME,
+            callee.crate_name,
+            callee.module,
+            message.as_str().trim_start_matches("hotswap: ")
+        );
+    }
+    // SAFETY: success means the host wrote the lease; it is released when
+    // dropped, after the future made on the version it holds.
+    let lease = unsafe { lease.assume_init() };
+    match env.outcome {
+        Some(Ok(Ok(future))) => LeasedCall::new(future, convert, lease),
         Some(Ok(Err(message))) => std::panic::panic_any(message),
         Some(Err(payload)) => resume_unwind(payload),
         None => panic!("hotswap: the host did not run the call of `{}`", E::NAME),

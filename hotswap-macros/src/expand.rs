@@ -59,9 +59,6 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
         .functions
         .iter()
         .enumerate()
-        // Not yet for `async fn`: a module awaits another's future on the
-        // host's runtime only in a later version.
-        .filter(|(_, function)| !function.is_async)
         .map(|(index, function)| link_method(function, index));
     let imports: Vec<TokenStream> = module
         .uses
@@ -153,11 +150,13 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
         /// `HotLink::get().function(...)`. Each call reaches the version
         /// serving at that moment, with the same name, arguments (minus the
         /// state) and return type as the function; a panic in this module
-        /// is resumed in the caller. Neither `Send` nor `Sync`: a link lives
-        /// in the call that made it.
+        /// is resumed in the caller. A link holds nothing (every call finds
+        /// the serving version anew), so it never keeps a version loaded,
+        /// and it may cross an `.await`; an `async fn`'s future holds its
+        /// version until it is done.
         #[derive(Clone, Copy)]
         pub struct HotLink {
-            __not_send: #p::PhantomData<*const ()>,
+            __private: (),
         }
 
         impl HotLink {
@@ -165,7 +164,7 @@ pub(crate) fn generate(module: &Module) -> TokenStream {
             /// another hot module.
             #[inline]
             pub fn get() -> Self {
-                HotLink { __not_send: #p::PhantomData }
+                HotLink { __private: () }
             }
 
             #(#link_methods)*
@@ -421,6 +420,24 @@ fn link_method(function: &Function, index: usize) -> TokenStream {
         ret_type,
         back,
     } = method_parts(function);
+    if function.is_async {
+        let output = function
+            .ret_type
+            .map_or_else(|| quote!(()), |ty| quote!(#ty));
+        return quote_spanned! {function.ident.span()=>
+            #(#docs)*
+            #[allow(clippy::too_many_arguments)]
+            pub fn #ident(&self, #(#params),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static {
+                let __hotswap_args = (#(#converted,)*);
+                #p::link_call_async::<#marker, _, _, _>(
+                    <__HotModule as #p::Linkable>::DESCRIPTOR,
+                    #index,
+                    __hotswap_args,
+                    |__hotswap_ret| #back,
+                )
+            }
+        };
+    }
     quote_spanned! {function.ident.span()=>
         #(#docs)*
         #[allow(clippy::too_many_arguments)]

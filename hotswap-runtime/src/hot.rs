@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::events::SwapEvent;
 use crate::export::Export;
 use crate::ffi::link::{LinkTarget, Linker};
-use hotswap_boundary::future::FfiFuture;
+use hotswap_boundary::future::{FfiFuture, LeasedCall};
 use crate::ffi::loader::{ExclusiveState, ModulePanic, SharedState};
 use crate::ffi::module::{ModuleSpec, Shim};
 use crate::rebuild::{self, RebuildPlan, DEBOUNCE};
@@ -258,18 +258,14 @@ impl<M: HotModule> Pinned<'_, M> {
         select: impl FnOnce(&M::Table) -> &Shim<E>,
         args: E::Args<'_>,
         convert: C,
-    ) -> AsyncCall<T, C>
+    ) -> LeasedCall<T, C, Arc<dyn std::any::Any + Send + Sync>>
     where
         E: Export<Ret = FfiFuture<T>>,
         C: FnOnce(T) -> R,
     {
         let lease = self.version.to_arc();
         let future = resume(select(&lease.table).invoke_stateless(args));
-        AsyncCall {
-            future: Some(future),
-            convert: Some(convert),
-            _lease: lease,
-        }
+        LeasedCall::new(future, convert, lease)
     }
 
     /// Calls a `&State` function on the version that owns the state.
@@ -367,44 +363,6 @@ impl<M: HotModule> Pinned<'_, M> {
         } else {
             select(&owner.table)
         }
-    }
-}
-
-/// An `async fn` call in flight (what the generated async methods return):
-/// the module's future and the version it runs on, held until the future
-/// completes or is dropped.
-///
-/// Polled, it polls the module's future (a panic in it is resumed here,
-/// with the module's message); ready, it converts the output while the
-/// version is still held. Dropped before that (cancelled), it drops the
-/// module's future, then lets the version go.
-pub struct AsyncCall<T, C> {
-    // First: the module's future drops before its version may unload.
-    future: Option<FfiFuture<T>>,
-    convert: Option<C>,
-    _lease: Arc<dyn std::any::Any + Send + Sync>,
-}
-
-impl<T, R, C: FnOnce(T) -> R + Unpin> std::future::Future for AsyncCall<T, C> {
-    type Output = R;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<R> {
-        let this = self.get_mut();
-        let future = this
-            .future
-            .as_mut()
-            .expect("an async call polled after it completed");
-        let outcome = match future.poll_ffi(cx) {
-            std::task::Poll::Pending => return std::task::Poll::Pending,
-            std::task::Poll::Ready(outcome) => outcome,
-        };
-        let outcome = outcome.map(|value| {
-            let convert = this.convert.take().expect("converted once");
-            convert(value)
-        });
-        // The module's future is done: dropped now, on this thread.
-        this.future = None;
-        std::task::Poll::Ready(resume(outcome.map_err(ModulePanic)))
     }
 }
 

@@ -284,7 +284,7 @@ pub mod __private_0_1 {
     #[cfg(feature = "host")]
     pub use crate::ffi::module::{FnSpec, ModuleSpec, Resolved, Sealed, Shim};
     #[cfg(feature = "host")]
-    pub use crate::hot::{AsyncCall, Hot, HotModule, Pinned};
+    pub use crate::hot::{Hot, HotModule, Pinned};
 
     /// The host side of a module (`Hot`, its guard and table), which a
     /// module's own `cdylib` build leaves out: without the `host` feature

@@ -219,3 +219,60 @@ fn a_call_back_into_a_module_from_its_own_swap_is_refused_instead_of_deadlocking
         child.output
     );
 }
+
+#[test]
+fn a_module_awaits_another_modules_async_fn_on_the_version_it_started_on() {
+    let name = "a_module_awaits_another_modules_async_fn_on_the_version_it_started_on";
+    let hundredfold = build(
+        "hundredfold",
+        Some(("        x * 10\n", "        x * 100\n")),
+    );
+    plain();
+    let Some(child) = in_child(name, &[], CHILD_TIMEOUT) else {
+        let opened = open(plain());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(opened.second.get().first_later(0, 4).await, 40);
+            let first = opened.first.serving_image();
+            // In flight through the link while `first` is swapped...
+            let slow = tokio::spawn(opened.second.get().first_later(300, 4));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            opened._stages[0].put_file(&hundredfold);
+            opened.first.reload().expect("swap first");
+            // ...new calls reach the new version...
+            assert_eq!(opened.second.get().first_later(0, 4).await, 400);
+            assert!(
+                first.is_mapped(),
+                "the call in flight keeps the old version"
+            );
+            // ...and the call in flight finishes on the old one, which then
+            // unloads.
+            assert_eq!(slow.await.expect("no panic"), 40);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while first.is_mapped() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the old version stayed mapped"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        println!("LINKED ASYNC FINISHED ON ITS VERSION");
+        return;
+    };
+    assert!(
+        child.status.is_some_and(|status| status.success()),
+        "{child:?}"
+    );
+    assert!(
+        child
+            .output
+            .contains("LINKED ASYNC FINISHED ON ITS VERSION"),
+        "{}",
+        child.output
+    );
+}

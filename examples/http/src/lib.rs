@@ -157,10 +157,10 @@ impl Client {
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse::<usize>().ok();
-                }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse::<usize>().ok();
             }
         }
         let length = length.ok_or_else(|| invalid("no content-length".to_owned()))?;
@@ -378,7 +378,7 @@ impl Swapper {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let next = library.with_extension("next");
                         let write = || -> io::Result<()> {
-                            std::fs::write(&next, &bytes[usize::from(swaps % 2 == 0)])?;
+                            std::fs::write(&next, &bytes[usize::from(swaps.is_multiple_of(2))])?;
                             std::fs::rename(&next, &library)
                         };
                         write().map_err(|error| format!("install build {}: {error}", swaps + 1))?;

@@ -35,7 +35,8 @@ use abi_stable::StableAbi;
 use hotswap_boundary::link::HostService;
 
 use crate::abi::{
-    self, FnEntry, HostLink, ModuleDescriptor, StateAccess, Thunk, STATUS_FAILED, STATUS_OK,
+    self, FnEntry, HostLink, Lease, ModuleDescriptor, StateAccess, Thunk, STATUS_FAILED,
+    STATUS_OK,
 };
 use crate::error::Error;
 
@@ -60,6 +61,15 @@ pub(crate) trait LinkTarget: Send + Sync {
         function: usize,
         run: &mut dyn FnMut(*const c_void, *mut c_void),
     ) -> Result<(), String>;
+    /// Runs `run` with the entry point of `async fn` `function` of `view`
+    /// on the serving version, and returns a hold on that version, which
+    /// the future `run` made keeps until it is done.
+    fn call_leased(
+        &self,
+        view: &View,
+        function: usize,
+        run: &mut dyn FnMut(*const c_void, *mut c_void),
+    ) -> Result<Arc<dyn Any + Send + Sync>, String>;
 }
 
 /// Identifies a linked module for as long as the process runs.
@@ -507,6 +517,7 @@ impl HostLinks {
             // The caller's own declarations, pointers into its image.
             imports: descriptor.imports,
             call: link_call,
+            call_async: link_call_async,
             services: descriptor.services,
             service_values,
         };
@@ -543,6 +554,22 @@ impl HostLinks {
 }
 
 impl Links {
+    /// The view of import `import`, which must have function `function`.
+    fn view(&self, import: usize, function: usize) -> Result<&View, String> {
+        let view = self
+            .views
+            .get(import)
+            .ok_or_else(|| format!("the module has no import number {import}"))?;
+        if view.receiver(function).is_none() {
+            return Err(format!(
+                "`{}` has no function number {function} in the view of {}",
+                view.target.name(),
+                view.importer()
+            ));
+        }
+        Ok(view)
+    }
+
     fn detach(&self) {
         for view in &self.views {
             view.detach();
@@ -570,17 +597,7 @@ unsafe extern "C" fn link_call(
     // as the calling library is mapped.
     let links = unsafe { &*ctx.cast::<Links>() };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let view = links
-            .views
-            .get(import)
-            .ok_or_else(|| format!("the module has no import number {import}"))?;
-        if view.receiver(function).is_none() {
-            return Err(format!(
-                "`{}` has no function number {function} in the view of {}",
-                view.target.name(),
-                view.importer()
-            ));
-        }
+        let view = links.view(import, function)?;
         view.target.call(view, function, &mut |shim, state| {
             // SAFETY: the module's thunk for its `env`, which it keeps
             // alive across this call; the callee is pinned and locked for
@@ -599,6 +616,62 @@ unsafe extern "C" fn link_call(
     // SAFETY: the module passes a writable message slot.
     unsafe { message.write(RString::from(failure)) };
     STATUS_FAILED
+}
+
+/// The host side of `HostLink::call_async`: as [`link_call`], and the
+/// callee's version is leased to the caller. Never unwinds into the module.
+unsafe extern "C" fn link_call_async(
+    ctx: *const c_void,
+    import: usize,
+    function: usize,
+    env: *mut c_void,
+    thunk: Thunk,
+    lease: *mut Lease,
+    message: *mut RString,
+) -> u8 {
+    // SAFETY: `ctx` is the `Links` this link was made with, alive as long
+    // as the calling library is mapped.
+    let links = unsafe { &*ctx.cast::<Links>() };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let view = links.view(import, function)?;
+        view.target.call_leased(view, function, &mut |shim, state| {
+            // SAFETY: as in `link_call`.
+            unsafe { thunk(env, shim, state) }
+        })
+    }));
+    let failure = match outcome {
+        Ok(Ok(held)) => {
+            let held: Box<Arc<dyn Any + Send + Sync>> = Box::new(held);
+            // SAFETY: the module passes a writable lease slot.
+            unsafe {
+                lease.write(Lease {
+                    version: Box::into_raw(held).cast_const().cast(),
+                    release: release_lease,
+                })
+            };
+            return STATUS_OK;
+        }
+        Ok(Err(failure)) => failure,
+        Err(payload) => format!(
+            "the host panicked making the call: {}",
+            hotswap_boundary::export::take_panic_message(payload)
+        ),
+    };
+    // SAFETY: the module passes a writable message slot.
+    unsafe { message.write(RString::from(failure)) };
+    STATUS_FAILED
+}
+
+/// `Lease::release`: lets a callee's version go (it may unload here, in
+/// host code). A panic (of a library destructor) stops here.
+unsafe extern "C" fn release_lease(version: *const c_void) {
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the box `link_call_async` made, released once.
+        drop(unsafe { Box::from_raw(version.cast_mut().cast::<Arc<dyn Any + Send + Sync>>()) });
+    }));
+    if dropped.is_err() {
+        tracing::warn!("retiring a version released by a module call panicked");
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

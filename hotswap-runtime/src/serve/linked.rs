@@ -87,6 +87,25 @@ impl<M: ModuleSpec> LinkTarget for Core<M> {
         }
         Ok(())
     }
+
+    fn call_leased(
+        &self,
+        view: &View,
+        function: usize,
+        run: &mut dyn FnMut(*const c_void, *mut c_void),
+    ) -> Result<Arc<dyn std::any::Any + Send + Sync>, String> {
+        if view.receiver(function) != Some(StateAccess::None) {
+            return Err(format!(
+                "`{}` is called as an `async fn` but takes the state",
+                view.function_name(function)
+            ));
+        }
+        let version = pins::pin(&self.current);
+        let shim = view.shim(version.generation, version.library().exports(), function)?;
+        run(shim, ptr::null_mut());
+        // Held by the caller's future from here on, not by this pin.
+        Ok(version.to_arc())
+    }
 }
 
 /// Runs a stateful call on the version that owns the state, whose lock
