@@ -157,6 +157,21 @@ pub struct ThreadHooks {
     ) -> FfiFuture<RResult<(), RString>>,
     /// Closes the stream: the handle is not used again.
     pub tcp_close: unsafe extern "C" fn(stream: TcpHandle),
+    /// Counts the version's wakers another image holds (see `future`).
+    pub waker_hold: WakerHold,
+}
+
+/// How another image's hold on a waker made by a module version is
+/// counted: the version is not unloaded while one is held, since waking
+/// or dropping it runs the version's code. Both functions are the host's.
+#[repr(C)]
+pub struct WakerHold {
+    /// The version's tracker.
+    pub ctx: *const c_void,
+    /// One more waker of the version held.
+    pub acquire: unsafe extern "C" fn(ctx: *const c_void),
+    /// One fewer, once its code has returned.
+    pub release: unsafe extern "C" fn(ctx: *const c_void),
 }
 
 /// A hold on a version of another module, from the host: released once,

@@ -24,6 +24,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use abi_stable::std_types::RString;
 
+use crate::abi::WakerHold;
 use crate::export::take_panic_message;
 
 /// The functions of an [`FfiWaker`], in the image that made it.
@@ -44,6 +45,17 @@ pub struct FfiWakerVTable {
 pub struct FfiWaker {
     /// Its maker's functions.
     pub vtable: &'static FfiWakerVTable,
+    /// How a hold on it is counted, when its maker is a module version
+    /// (null for the host's): another image that keeps a clone counts it,
+    /// so the version is not unloaded while the clone can still run its
+    /// code.
+    pub hold: *const WakerHold,
+}
+
+/// This image's hold counting: a module version's, once the host
+/// installed its hooks; none in the host.
+fn own_hold() -> *const WakerHold {
+    crate::interpose::installed().map_or(std::ptr::null(), |hooks| &raw const hooks.waker_hold)
 }
 
 /// A waker lent for one poll.
@@ -70,6 +82,7 @@ fn clone_to_owned(waker: &Waker) -> *const FfiWaker {
     let owned = Box::new(Owned {
         head: FfiWaker {
             vtable: &OWNED_VTABLE,
+            hold: own_hold(),
         },
         waker: waker.clone(),
     });
@@ -129,31 +142,66 @@ static OWNED_VTABLE: FfiWakerVTable = FfiWakerVTable {
     drop: owned_drop,
 };
 
-// A Rust waker of this image around a foreign, owned `FfiWaker`.
+// A Rust waker of this image around a foreign, owned `FfiWaker`, counted
+// with its maker's hold (if it has one) from the clone that made it until
+// its maker's code that wakes or drops it has returned.
 unsafe fn foreign_clone(data: *const ()) -> RawWaker {
     let waker = data.cast::<FfiWaker>();
     // SAFETY: `data` is an owned (or, for the lent wrapper, a lent) foreign
-    // waker; cloning gives an owned one.
+    // waker; cloning gives an owned one. Its maker is loaded: the waker
+    // cloned is counted, or lent during a poll of the maker's future.
     let cloned = unsafe { ((*waker).vtable.clone)(waker) };
+    // SAFETY: the clone's head, made by its maker just now.
+    unsafe { hold_acquire((*cloned).hold) };
     RawWaker::new(cloned.cast(), &FOREIGN_VTABLE)
 }
 
 unsafe fn foreign_wake(data: *const ()) {
     let waker = data.cast::<FfiWaker>();
-    // SAFETY: an owned foreign waker, consumed here.
-    unsafe { ((*waker).vtable.wake)(waker) }
+    // SAFETY: an owned foreign waker, counted; read before it is consumed.
+    let hold = unsafe { (*waker).hold };
+    // SAFETY: consumed here.
+    unsafe { ((*waker).vtable.wake)(waker) };
+    // SAFETY: the count this clone took, given back after its code ran.
+    unsafe { hold_release(hold) };
 }
 
 unsafe fn foreign_wake_by_ref(data: *const ()) {
     let waker = data.cast::<FfiWaker>();
-    // SAFETY: a foreign waker, alive.
+    // SAFETY: a foreign waker, alive and counted.
     unsafe { ((*waker).vtable.wake_by_ref)(waker) }
 }
 
 unsafe fn foreign_drop(data: *const ()) {
     let waker = data.cast::<FfiWaker>();
-    // SAFETY: an owned foreign waker, consumed here.
-    unsafe { ((*waker).vtable.drop)(waker) }
+    // SAFETY: as in `foreign_wake`.
+    let hold = unsafe { (*waker).hold };
+    // SAFETY: consumed here.
+    unsafe { ((*waker).vtable.drop)(waker) };
+    // SAFETY: as in `foreign_wake`.
+    unsafe { hold_release(hold) };
+}
+
+/// Counts one more held waker of `hold`'s version.
+///
+/// # Safety
+/// `hold` is null or a module version's, whose tracker is alive.
+unsafe fn hold_acquire(hold: *const WakerHold) {
+    if let Some(hold) = unsafe { hold.as_ref() } {
+        // SAFETY: the host's function for its own tracker.
+        unsafe { (hold.acquire)(hold.ctx) }
+    }
+}
+
+/// Counts one fewer; the version may unload from here on.
+///
+/// # Safety
+/// As [`hold_acquire`], and matching one of its calls.
+unsafe fn hold_release(hold: *const WakerHold) {
+    if let Some(hold) = unsafe { hold.as_ref() } {
+        // SAFETY: as above; host code, which stays loaded.
+        unsafe { (hold.release)(hold.ctx) }
+    }
 }
 
 static FOREIGN_VTABLE: RawWakerVTable = RawWakerVTable::new(
@@ -197,6 +245,7 @@ fn with_outgoing<R>(waker: &Waker, body: impl FnOnce(*const FfiWaker) -> R) -> R
         let lent = Borrowed {
             head: FfiWaker {
                 vtable: &BORROWED_VTABLE,
+                hold: own_hold(),
             },
             waker,
         };

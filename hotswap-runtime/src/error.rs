@@ -179,14 +179,16 @@ pub enum Error {
     },
 
     /// A retired version still has threads it started running its code
-    /// after its `teardown`: it stays loaded until they finish.
-    #[error("generation {generation} of module `{module}` was retired with {threads} thread(s) it started still running; it stays loaded until they finish (join every thread a module starts before its `teardown` returns)")]
+    /// after its `teardown` (or async tasks whose cancellation has not
+    /// finished, or wakers of it the host holds): it stays loaded until
+    /// they are gone.
+    #[error("generation {generation} of module `{module}` was retired with {threads} thread(s), task(s) or waker(s) of it still alive; it stays loaded until they are gone (join every thread a module starts before its `teardown` returns)")]
     ThreadsOutlived {
         /// The module.
         module: &'static str,
         /// The retired version's generation.
         generation: u64,
-        /// How many of its threads were running.
+        /// How many of its threads, tasks and held wakers were alive.
         threads: usize,
     },
 

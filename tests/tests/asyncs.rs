@@ -163,8 +163,19 @@ fn cancelled_calls_and_a_retired_versions_tasks_let_it_unload() {
             let first = hot.serving_image();
             // A call waiting on a module timer, dropped where it waits.
             let waiting = tokio::spawn(hot.get().answer(60_000, "never".to_owned()));
-            // A task of version 1 that never ends by itself.
+            // A task of version 1 that never ends by itself, and one whose
+            // drop (when it is cancelled) spawns another such task.
             hot.get().start_ticker(1);
+            hot.get().start_respawning_ticker(1);
+            // Calls whose module future polls the host's timer with a waker
+            // the module made: the timer holds it, counted, and gives it
+            // back; none is left held once they are done.
+            let own_wakers: Vec<_> = (0..20)
+                .map(|i| tokio::spawn(hot.get().sleep_with_own_waker(i % 5)))
+                .collect();
+            for (i, call) in own_wakers.into_iter().enumerate() {
+                assert_eq!(call.await.expect("no panic"), (i % 5) as u64);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
             waiting.abort();
             assert!(waiting.await.expect_err("aborted").is_cancelled());

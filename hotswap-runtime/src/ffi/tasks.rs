@@ -11,7 +11,9 @@
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+#[cfg(feature = "tokio")]
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 #[cfg(feature = "tokio")]
 use std::sync::Mutex;
@@ -23,14 +25,24 @@ use hotswap_boundary::future::FfiFuture;
 use crate::ffi::threads::Tracker;
 
 /// The tasks one version spawned.
-#[derive(Default)]
 pub(crate) struct Tasks {
-    /// Tasks not yet dropped: shared with each task, which counts itself
-    /// out once its future (module code) has been dropped.
+    /// The version's count of what can still run its code (its tracker's):
+    /// one more per task, one less once the task's future (module code) has
+    /// been dropped.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     live: Arc<AtomicUsize>,
-    /// How to cancel the ones still running.
+    /// How to cancel the ones still running, and whether cancelling began:
+    /// a task spawned after that (by a task's drop, say) is cancelled at
+    /// once.
     #[cfg(feature = "tokio")]
-    aborts: Mutex<Vec<tokio::task::AbortHandle>>,
+    aborts: Mutex<Aborts>,
+}
+
+#[cfg(feature = "tokio")]
+#[derive(Default)]
+struct Aborts {
+    handles: Vec<tokio::task::AbortHandle>,
+    closed: bool,
 }
 
 /// Counts a task out when dropped, after the future it follows in its
@@ -45,45 +57,71 @@ impl Drop for LiveTask {
     }
 }
 
+/// At most this many bytes per read of a module's TCP stream (the module
+/// asks for a size; the host allocates it).
+#[cfg(feature = "tokio")]
+const MAX_READ: usize = 64 << 10;
+
 impl Tasks {
-    /// Tasks whose future has not been dropped yet.
-    pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+    /// The tasks of a version whose count of live code is `live`.
+    pub(crate) fn new(live: Arc<AtomicUsize>) -> Self {
+        Self {
+            live,
+            #[cfg(feature = "tokio")]
+            aborts: Mutex::new(Aborts::default()),
+        }
     }
 
-    /// Cancels every task still running: each is dropped where it last
-    /// waited, on the runtime's threads, and counted out then.
+    /// Cancels every task of the version, those spawned from now on
+    /// included: each is dropped where it last waited, on the runtime's
+    /// threads, and counted out then.
     pub(crate) fn cancel(&self) {
         #[cfg(feature = "tokio")]
-        for abort in lock(&self.aborts).drain(..) {
-            abort.abort();
+        {
+            let mut aborts = lock(&self.aborts);
+            aborts.closed = true;
+            for abort in aborts.handles.drain(..) {
+                abort.abort();
+            }
         }
     }
 
     #[cfg(feature = "tokio")]
-    fn spawn(&self, retired: bool, task: FfiFuture<()>) -> Result<(), String> {
-        if retired {
-            return Err("its version was retired".to_owned());
-        }
+    fn spawn(&self, task: FfiFuture<()>) -> Result<(), String> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
             format!("it was not called inside the host's tokio runtime ({error})")
         })?;
+        if lock(&self.aborts).closed {
+            // Spawned by a retired version (from a cancelled task's drop,
+            // say): cancelled at once, here, where its drop can run.
+            drop(task);
+            return Ok(());
+        }
         self.live.fetch_add(1, Ordering::AcqRel);
         let counted = LiveTask(self.live.clone());
+        // Not under the lock: a runtime shutting down drops the future
+        // here, and its drop (module code) may spawn again.
         let handle = runtime.spawn(async move {
-            // Dropped here, before `counted`: the count reaches zero only
+            // Dropped here, before `counted`: the count goes down only
             // once the module's future is gone.
             task.await;
             drop(counted);
         });
         let mut aborts = lock(&self.aborts);
-        aborts.retain(|abort| !abort.is_finished());
-        aborts.push(handle.abort_handle());
+        if aborts.closed {
+            // Cancelling began meanwhile: this one is cancelled too.
+            handle.abort();
+            return Ok(());
+        }
+        if aborts.handles.len() >= 64 && aborts.handles.len().is_power_of_two() {
+            aborts.handles.retain(|abort| !abort.is_finished());
+        }
+        aborts.handles.push(handle.abort_handle());
         Ok(())
     }
 
     #[cfg(not(feature = "tokio"))]
-    fn spawn(&self, _retired: bool, task: FfiFuture<()>) -> Result<(), String> {
+    fn spawn(&self, task: FfiFuture<()>) -> Result<(), String> {
         drop(task);
         Err(NO_RUNTIME.to_owned())
     }
@@ -130,7 +168,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Tracker {
     fn spawn(&self, task: FfiFuture<()>) -> Result<(), String> {
-        self.tasks().spawn(self.is_retired_now(), task)
+        self.tasks().spawn(task)
     }
 }
 
@@ -188,7 +226,7 @@ pub(crate) unsafe extern "C" fn tcp_read_hook(
         // SAFETY: the module passes the live handle of its stream.
         let stream = unsafe { stream(handle) };
         FfiFuture::new(async move {
-            let mut data = vec![0; max];
+            let mut data = vec![0; max.min(MAX_READ)];
             match stream.lock().await.read(&mut data).await {
                 Ok(read) => {
                     data.truncate(read);

@@ -21,7 +21,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::abi::ThreadHooks;
+use crate::abi::{ThreadHooks, WakerHold};
 use crate::ffi::tasks::{
     sleep_hook, spawn_hook, tcp_close_hook, tcp_connect_hook, tcp_read_hook, tcp_write_hook,
     Tasks,
@@ -30,8 +30,12 @@ use hotswap_boundary::interpose::glibc_pthread_create;
 
 /// The threads and thread-local destructors of one loaded version.
 pub(crate) struct Tracker {
-    /// Threads started by the version's code that have not finished.
-    live: AtomicUsize,
+    /// What of the version's code can still run behind the host's back:
+    /// threads it started that have not finished, its async tasks not yet
+    /// dropped, and its wakers the host holds. One counter, so that the
+    /// unload check reads all of them at once (a task that starts a
+    /// thread and ends is never seen as neither).
+    live: Arc<AtomicUsize>,
     /// Set once the version is retired: its destructors must not run.
     retired: AtomicBool,
     /// Held while one of its destructors runs, and while retiring, so
@@ -48,8 +52,9 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new() -> Arc<Self> {
+        let live = Arc::new(AtomicUsize::new(0));
         Arc::new_cyclic(|this: &std::sync::Weak<Self>| Self {
-            live: AtomicUsize::new(0),
+            live: live.clone(),
             retired: AtomicBool::new(false),
             gate: Mutex::new(()),
             keys: Mutex::new(Vec::new()),
@@ -66,8 +71,13 @@ impl Tracker {
                 tcp_read: tcp_read_hook,
                 tcp_write: tcp_write_hook,
                 tcp_close: tcp_close_hook,
+                waker_hold: WakerHold {
+                    ctx: this.as_ptr().cast(),
+                    acquire: waker_acquire_hook,
+                    release: waker_release_hook,
+                },
             },
-            tasks: Tasks::default(),
+            tasks: Tasks::new(live),
         })
     }
 
@@ -78,15 +88,10 @@ impl Tracker {
         &self.hooks
     }
 
-    /// Threads started by the version that are still running its code.
-    pub(crate) fn live_threads(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    /// Threads and async tasks of the version that can still run its code:
-    /// the version unloads once this is zero.
+    /// Threads, async tasks and held wakers of the version that can still
+    /// run its code: the version unloads once this is zero.
     pub(crate) fn busy(&self) -> usize {
-        self.live_threads() + self.tasks.live()
+        self.live.load(Ordering::Acquire)
     }
 
     /// The async tasks the version spawned.
@@ -94,10 +99,6 @@ impl Tracker {
         &self.tasks
     }
 
-    /// Whether the version was retired.
-    pub(crate) fn is_retired_now(&self) -> bool {
-        self.is_retired()
-    }
 
     /// From now on no destructor of the version runs; waits for one that is
     /// running. Deletes the thread-specific keys it created, so glibc never
@@ -348,4 +349,19 @@ unsafe fn tracker_of(ctx: *const c_void) -> Arc<Tracker> {
         Arc::increment_strong_count(tracker);
         Arc::from_raw(tracker)
     }
+}
+
+/// `WakerHold::acquire`: the host now holds one more waker of the
+/// version, whose code waking or dropping it runs.
+unsafe extern "C" fn waker_acquire_hook(ctx: *const c_void) {
+    // SAFETY: `ctx` is the tracker the hooks live in; the waker being
+    // cloned is counted already, or lent during a poll, so it is loaded.
+    unsafe { tracker_of(ctx) }.live.fetch_add(1, Ordering::AcqRel);
+}
+
+/// `WakerHold::release`: a waker of the version the host held was woken
+/// or dropped, and its code has returned.
+unsafe extern "C" fn waker_release_hook(ctx: *const c_void) {
+    // SAFETY: as above: the count this releases kept the tracker alive.
+    unsafe { tracker_of(ctx) }.live.fetch_sub(1, Ordering::Release);
 }

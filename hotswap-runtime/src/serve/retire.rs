@@ -77,7 +77,7 @@ impl Retiring {
     }
 
     fn report_threads(&self) {
-        let threads = self.tracker.live_threads();
+        let threads = self.tracker.busy();
         let error = Error::ThreadsOutlived {
             module: self.module,
             generation: self.generation,
@@ -133,7 +133,7 @@ impl Reaper {
         tracing::debug!(
             module = retiring.module,
             generation = retiring.generation,
-            threads = retiring.tracker.live_threads(),
+            threads = retiring.tracker.busy(),
             "retired version waits for its threads"
         );
         self.lock().push(Lingering {
