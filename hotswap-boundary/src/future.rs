@@ -187,6 +187,7 @@ unsafe fn foreign_drop(data: *const ()) {
 /// # Safety
 /// `hold` is null or a module version's, whose tracker is alive.
 unsafe fn hold_acquire(hold: *const WakerHold) {
+    // SAFETY: null, or the host's `WakerHold` (the caller's contract).
     if let Some(hold) = unsafe { hold.as_ref() } {
         // SAFETY: the host's function for its own tracker.
         unsafe { (hold.acquire)(hold.ctx) }
@@ -198,6 +199,7 @@ unsafe fn hold_acquire(hold: *const WakerHold) {
 /// # Safety
 /// As [`hold_acquire`], and matching one of its calls.
 unsafe fn hold_release(hold: *const WakerHold) {
+    // SAFETY: null, or the host's `WakerHold` (the caller's contract).
     if let Some(hold) = unsafe { hold.as_ref() } {
         // SAFETY: as above; host code, which stays loaded.
         unsafe { (hold.release)(hold.ctx) }
