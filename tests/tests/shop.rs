@@ -625,3 +625,19 @@ fn dropping_the_shop_unloads_every_module_that_called_or_was_called() {
         );
     }
 }
+
+#[test]
+fn a_module_is_found_in_its_own_crates_library_not_in_a_callers() {
+    // The orders library links pricing and catalog in, and exports their
+    // symbols too; it sorts before pricing's own library.
+    let dir = tempfile::tempdir().unwrap();
+    for module in Module::ALL {
+        std::fs::copy(build(module, 1), dir.path().join(module.library_name())).unwrap();
+    }
+    let registry = Registry::in_directory(dir.path());
+    let manual = || Options::new().swap_mode(SwapMode::Manual);
+    registry.open_found::<Catalog>(manual()).expect("catalog");
+    let pricing = registry.open_found::<Pricing>(manual()).expect("pricing");
+    assert_eq!(pricing.path(), dir.path().join("libshop_pricing.so"));
+    assert_eq!(pricing.get().quote("pear", 2), Ok((160, 1)));
+}
