@@ -118,23 +118,9 @@ pub fn call<E: Export, R>(
 ) -> R {
     let (link, import) = import_of(callee, E::NAME);
     let run = move |shim: *const c_void, state: *mut c_void| -> Result<R, String> {
-        // SAFETY: the host hands over the entry point of this very
-        // function (`index` in the descriptor this image was compiled
-        // against) on a version whose layouts it checked against that
-        // descriptor, so it has type `E::Fn`; a function pointer and an
-        // address have the same size.
-        let shim: E::Fn<'_> = unsafe { std::mem::transmute_copy(&shim) };
-        let mut message = PanicMessage::uninit();
-        // SAFETY: the version is pinned and `state` locked as the function
-        // needs for the length of the host's call, which this runs inside.
-        let returned = unsafe { shim.call(state, &mut message, args) };
-        if returned.panicked {
-            // SAFETY: `panicked` means the shim wrote the message.
-            Err(unsafe { message.assume_init() }.into_string())
-        } else {
-            // SAFETY: no panic means the shim returned a value.
-            Ok(convert(unsafe { returned.value.assume_init() }))
-        }
+        // SAFETY: the host runs this inside its call, with the version
+        // pinned and `state` locked as the function needs.
+        unsafe { invoke::<E>(shim, state, args) }.map(convert)
     };
     let mut env = Env {
         run: Some(run),
@@ -156,23 +142,9 @@ pub fn call<E: Export, R>(
     };
     if status != STATUS_OK {
         // SAFETY: a failed status means the host wrote the message.
-        let message = unsafe { message.assume_init() };
-        panic!(
-            "hotswap: cannot call `{}` of `{}::{}`: {}",
-            E::NAME,
-            callee.crate_name,
-            callee.module,
-            message.as_str().trim_start_matches("hotswap: ")
-        );
+        refused(callee, E::NAME, unsafe { message.assume_init() });
     }
-    match env.outcome {
-        Some(Ok(Ok(value))) => value,
-        // The callee panicked: resumed here, with its message, as a panic
-        // of this module (which its own boundary catches in turn).
-        Some(Ok(Err(message))) => std::panic::panic_any(message),
-        Some(Err(payload)) => resume_unwind(payload),
-        None => panic!("hotswap: the host did not run the call of `{}`", E::NAME),
-    }
+    outcome(env, E::NAME)
 }
 
 /// This image's link, and the index of `callee` among its imports.
@@ -209,20 +181,8 @@ where
 {
     let (link, import) = import_of(callee, E::NAME);
     let run = move |shim: *const c_void, state: *mut c_void| -> Result<FfiFuture<T>, String> {
-        // SAFETY: as in `call`: the entry point of this very function on
-        // a version whose layouts the host checked against this image's.
-        let shim: E::Fn<'_> = unsafe { std::mem::transmute_copy(&shim) };
-        let mut message = PanicMessage::uninit();
-        // SAFETY: the version is pinned for the length of the host's call,
-        // which this runs inside; an `async fn` takes no state.
-        let returned = unsafe { shim.call(state, &mut message, args) };
-        if returned.panicked {
-            // SAFETY: `panicked` means the shim wrote the message.
-            Err(unsafe { message.assume_init() }.into_string())
-        } else {
-            // SAFETY: no panic means the shim returned a value.
-            Ok(unsafe { returned.value.assume_init() })
-        }
+        // SAFETY: as in `call`; an `async fn` takes no state.
+        unsafe { invoke::<E>(shim, state, args) }
     };
     let mut env = Env {
         run: Some(run),
@@ -246,24 +206,64 @@ where
     if status != STATUS_OK {
         // SAFETY: a failed status means the host wrote the message (and
         // no lease).
-        let message = unsafe { message.assume_init() };
-        panic!(
-            "hotswap: cannot call `{}` of `{}::{}`: {}",
-            E::NAME,
-            callee.crate_name,
-            callee.module,
-            message.as_str().trim_start_matches("hotswap: ")
-        );
+        refused(callee, E::NAME, unsafe { message.assume_init() });
     }
     // SAFETY: success means the host wrote the lease; it is released when
     // dropped, after the future made on the version it holds.
     let lease = unsafe { lease.assume_init() };
+    LeasedCall::new(outcome(env, E::NAME), convert, lease)
+}
+
+/// Calls the callee's entry point `shim` with `args`: what it returned, or
+/// its panic's message.
+///
+/// # Safety
+/// The host handed `shim` over for function `E` (the descriptor entry this
+/// image was compiled against) on a version whose layouts it checked
+/// against that entry, and keeps that version pinned, with `state` locked
+/// as the function needs, for the length of this call.
+unsafe fn invoke<E: Export>(
+    shim: *const c_void,
+    state: *mut c_void,
+    args: E::Args<'_>,
+) -> Result<E::Ret, String> {
+    // SAFETY: the entry point has type `E::Fn` (the caller's contract); a
+    // function pointer and an address have the same size.
+    let shim: E::Fn<'_> = unsafe { std::mem::transmute_copy(&shim) };
+    let mut message = PanicMessage::uninit();
+    // SAFETY: the caller's contract.
+    let returned = unsafe { shim.call(state, &mut message, args) };
+    if returned.panicked {
+        // SAFETY: `panicked` means the shim wrote the message.
+        Err(unsafe { message.assume_init() }.into_string())
+    } else {
+        // SAFETY: no panic means the shim returned a value.
+        Ok(unsafe { returned.value.assume_init() })
+    }
+}
+
+/// What the caller's work inside the host's call came to: its value, or
+/// the callee's panic resumed here with its message, as a panic of this
+/// module (which its own boundary catches in turn).
+fn outcome<F, R>(env: Env<F, Result<R, String>>, function: &str) -> R {
     match env.outcome {
-        Some(Ok(Ok(future))) => LeasedCall::new(future, convert, lease),
+        Some(Ok(Ok(value))) => value,
         Some(Ok(Err(message))) => std::panic::panic_any(message),
         Some(Err(payload)) => resume_unwind(payload),
-        None => panic!("hotswap: the host did not run the call of `{}`", E::NAME),
+        None => panic!("hotswap: the host did not run the call of `{function}`"),
     }
+}
+
+/// The host could not make a call: why, as a panic of the caller.
+#[cold]
+#[inline(never)]
+fn refused(callee: &ModuleDescriptor, function: &str, message: RString) -> ! {
+    panic!(
+        "hotswap: cannot call `{function}` of `{}::{}`: {}",
+        callee.crate_name,
+        callee.module,
+        message.as_str().trim_start_matches("hotswap: ")
+    )
 }
 
 /// The [`thunk`] for `env`'s closure type, which has no name to write.

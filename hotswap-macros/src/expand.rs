@@ -399,7 +399,18 @@ fn method_parts(function: &Function) -> MethodParts {
             .iter()
             .map(|param| param.carried.rust_to_ffi(param.name.to_token_stream(), 0))
             .collect(),
-        ret_type: function.ret_type.as_ref().map(|ty| quote!(-> #ty)),
+        // An `async fn`'s method returns its future, which holds the
+        // version it was called on, not the guard or link.
+        ret_type: if function.is_async {
+            let output = function
+                .ret_type
+                .map_or_else(|| quote!(()), |ty| quote!(#ty));
+            Some(
+                quote!(-> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static),
+            )
+        } else {
+            function.ret_type.as_ref().map(|ty| quote!(-> #ty))
+        },
         back: match &function.ret {
             Some(carried) => carried.ffi_to_rust(quote!(__hotswap_ret), 0),
             None => quote!(__hotswap_ret),
@@ -421,13 +432,10 @@ fn link_method(function: &Function, index: usize) -> TokenStream {
         back,
     } = method_parts(function);
     if function.is_async {
-        let output = function
-            .ret_type
-            .map_or_else(|| quote!(()), |ty| quote!(#ty));
         return quote_spanned! {function.ident.span()=>
             #(#docs)*
             #[allow(clippy::too_many_arguments)]
-            pub fn #ident(&self, #(#params),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static {
+            pub fn #ident(&self, #(#params),*) #ret_type {
                 let __hotswap_args = (#(#converted,)*);
                 #p::link_call_async::<#marker, _, _, _>(
                     <__HotModule as #p::Linkable>::DESCRIPTOR,
@@ -463,17 +471,14 @@ fn async_guard_method(function: &Function) -> TokenStream {
     let MethodParts {
         params,
         converted,
+        ret_type,
         back,
-        ..
     } = method_parts(function);
-    let output = function
-        .ret_type
-        .map_or_else(|| quote!(()), |ty| quote!(#ty));
     quote_spanned! {function.ident.span()=>
         #(#docs)*
         #[inline]
         #[allow(clippy::too_many_arguments)]
-        pub fn #ident(&self, #(#params),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static {
+        pub fn #ident(&self, #(#params),*) #ret_type {
             let __hotswap_args = (#(#converted,)*);
             self.__pinned.call_async(
                 |__hotswap_table| &__hotswap_table.#ident,

@@ -605,17 +605,33 @@ unsafe extern "C" fn link_call(
             unsafe { thunk(env, shim, state) }
         })
     }));
+    // SAFETY: the module passes a writable message slot.
+    match unsafe { made(outcome, message) } {
+        Some(()) => STATUS_OK,
+        None => STATUS_FAILED,
+    }
+}
+
+/// What a call made for a module came to: its value, or (`None`) why not,
+/// written to the module's `message` slot, a panic of the host's included.
+///
+/// # Safety
+/// `message` is writable.
+unsafe fn made<T>(
+    outcome: std::thread::Result<Result<T, String>>,
+    message: *mut RString,
+) -> Option<T> {
     let failure = match outcome {
-        Ok(Ok(())) => return STATUS_OK,
+        Ok(Ok(value)) => return Some(value),
         Ok(Err(failure)) => failure,
         Err(payload) => format!(
             "the host panicked making the call: {}",
             hotswap_boundary::export::take_panic_message(payload)
         ),
     };
-    // SAFETY: the module passes a writable message slot.
+    // SAFETY: the caller's contract.
     unsafe { message.write(RString::from(failure)) };
-    STATUS_FAILED
+    None
 }
 
 /// The host side of `HostLink::call_async`: as [`link_call`], and the
@@ -639,27 +655,19 @@ unsafe extern "C" fn link_call_async(
             unsafe { thunk(env, shim, state) }
         })
     }));
-    let failure = match outcome {
-        Ok(Ok(held)) => {
-            let held: Box<Arc<dyn Any + Send + Sync>> = Box::new(held);
-            // SAFETY: the module passes a writable lease slot.
-            unsafe {
-                lease.write(Lease {
-                    version: Box::into_raw(held).cast_const().cast(),
-                    release: release_lease,
-                })
-            };
-            return STATUS_OK;
-        }
-        Ok(Err(failure)) => failure,
-        Err(payload) => format!(
-            "the host panicked making the call: {}",
-            hotswap_boundary::export::take_panic_message(payload)
-        ),
-    };
     // SAFETY: the module passes a writable message slot.
-    unsafe { message.write(RString::from(failure)) };
-    STATUS_FAILED
+    let Some(held) = (unsafe { made(outcome, message) }) else {
+        return STATUS_FAILED;
+    };
+    let held: Box<Arc<dyn Any + Send + Sync>> = Box::new(held);
+    // SAFETY: the module passes a writable lease slot.
+    unsafe {
+        lease.write(Lease {
+            version: Box::into_raw(held).cast_const().cast(),
+            release: release_lease,
+        })
+    };
+    STATUS_OK
 }
 
 /// `Lease::release`: lets a callee's version go (it may unload here, in
