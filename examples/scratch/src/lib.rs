@@ -204,6 +204,18 @@ pub fn build_crate(
     )?)
 }
 
+/// Installs the library `built` at `destination` the way a build lands
+/// where a `Hot` watches: written beside it, then renamed over it, so a
+/// watcher never sees half a file. Makes the directory if needed.
+pub fn install(built: &Path, destination: &Path) -> std::io::Result<()> {
+    if let Some(parent) = destination.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let partial = destination.with_extension("partial");
+    std::fs::copy(built, &partial)?;
+    std::fs::rename(partial, destination)
+}
+
 /// Rewriting identical bytes would only make cargo rebuild for nothing.
 fn write_if_changed(path: &Path, contents: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {

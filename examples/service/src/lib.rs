@@ -69,11 +69,6 @@ pub fn build_handler(
     // A tenth of the size: quicker to copy, hash and load on each swap.
     .manifest_extra("\n[profile.dev.package.service-handler]\nstrip = \"debuginfo\"\n")
     .build(&root.join("target/hotswap-modules"))?;
-    if let Some(parent) = destination.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let partial = destination.with_extension("partial");
-    std::fs::copy(built, &partial)?;
-    std::fs::rename(partial, destination)?;
+    hotswap_scratch::install(&built, destination)?;
     Ok(())
 }

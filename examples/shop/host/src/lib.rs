@@ -168,12 +168,7 @@ pub fn build_source(
         module.package()
     ))
     .build(&root.join("target/hotswap-modules"))?;
-    if let Some(parent) = destination.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let partial = destination.with_extension("partial");
-    std::fs::copy(built, &partial)?;
-    std::fs::rename(partial, destination)?;
+    hotswap_scratch::install(&built, destination)?;
     Ok(())
 }
 
